@@ -1,0 +1,41 @@
+# Two commands a newcomer types: `make run` and `make test`. Everything else is plumbing.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PORT   ?= 8501
+
+.PHONY: run test lint bench chromium clean demo
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# The dashboard on the embedded sample runs, plus a live demo training run into runs/.
+# Ctrl-C stops both (the trap kills the background trainer).
+run: $(VENV)/.installed
+	@mkdir -p runs
+	@trap 'kill 0' INT TERM EXIT; \
+	  $(PY) -m trainer --steps 100000 --kl-controller adaptive --run-dir runs/live-demo-$$(date +%Y%m%d-%H%M%S) --quiet & \
+	  $(PY) -m streamlit run app.py --server.port $(PORT) -- --root sample_runs --root runs
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian chromium for the browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || \
+	  (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium); }
+
+test: $(VENV)/.installed chromium
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+bench: $(VENV)/.installed
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

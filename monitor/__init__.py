@@ -1,0 +1,8 @@
+"""klwatch monitor: the run-log contract, incremental readers, the run store and alerts.
+
+Importable without torch or streamlit (a dashboard server needs neither to read runs).
+"""
+
+from monitor.runlog import REQUIRED_KEYS, SCHEMA_VERSION, RunLogError, RunWriter
+
+__all__ = ["REQUIRED_KEYS", "SCHEMA_VERSION", "RunLogError", "RunWriter"]
