@@ -3,6 +3,17 @@
 Importable without torch or streamlit (a dashboard server needs neither to read runs).
 """
 
+from monitor.parse import Problem
+from monitor.run import Run, load_run, open_run
 from monitor.runlog import REQUIRED_KEYS, SCHEMA_VERSION, RunLogError, RunWriter
 
-__all__ = ["REQUIRED_KEYS", "SCHEMA_VERSION", "RunLogError", "RunWriter"]
+__all__ = [
+    "REQUIRED_KEYS",
+    "SCHEMA_VERSION",
+    "Problem",
+    "Run",
+    "RunLogError",
+    "RunWriter",
+    "load_run",
+    "open_run",
+]

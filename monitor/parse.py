@@ -1,0 +1,201 @@
+"""Parse blocks of metrics.jsonl lines into columns.
+
+Fast path: pyarrow's multithreaded newline-delimited JSON reader, which also accepts Python's
+bare NaN / Infinity / -Infinity tokens. Measured on a 1M-step file it is ~10x faster than
+`pandas.read_json(lines=True)` and ~8x faster than orjson per line (see docs/benchmarks.md).
+If a piece holds anything the fast path cannot take as-is (a torn or non-JSON line, a
+non-object, a missing or non-integer step, mixed types), that piece alone is re-parsed line
+by line, so one bad line costs that piece a slow parse and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.json as pa_json
+
+FAST_PIECE_BYTES = 4 << 20  # one bad line sends at most this much to the slow path
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A line that was skipped (or a file that could not be read), for humans."""
+
+    file: str
+    line: int | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.reason}"
+
+
+@dataclass
+class ParsedBlock:
+    """Valid records of a block in file order (steps may go back: resumes)."""
+
+    steps: np.ndarray  # int64
+    columns: dict[str, np.ndarray]  # float64, one per metric key other than step
+    problems: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+
+    @property
+    def n(self) -> int:
+        return len(self.steps)
+
+
+def parse_pieces(data: bytes, first_line: int = 1) -> Iterator[ParsedBlock]:
+    """Parse complete lines (`data` ends with a newline) piece by piece, in file order.
+
+    Never raises on bad content: bad lines are reported in each piece's `problems`.
+    """
+    start, line = 0, first_line
+    size = len(data)
+    while start < size:
+        end = data.rfind(b"\n", start, start + FAST_PIECE_BYTES) + 1
+        if end <= start:  # a single line longer than a piece
+            end = data.find(b"\n", start + FAST_PIECE_BYTES) + 1 or size
+        newlines = data.count(b"\n", start, end)
+        # A zero-copy view for the fast path; only the slow path makes a bytes copy.
+        parsed = _parse_fast(pa.py_buffer(memoryview(data)[start:end]), newlines)
+        if parsed is None:
+            parsed = _parse_slow(data[start:end], line)
+        yield parsed
+        line += newlines
+        start = end
+
+
+def parse_block(data: bytes, first_line: int = 1) -> ParsedBlock:
+    """All of `data` as one block (tests and small inputs; the reader streams pieces)."""
+    return concat_blocks(list(parse_pieces(data, first_line)))
+
+
+def empty_block() -> ParsedBlock:
+    return ParsedBlock(np.empty(0, dtype=np.int64), {})
+
+
+def concat_blocks(blocks: list[ParsedBlock]) -> ParsedBlock:
+    blocks = [b for b in blocks if b.n or b.problems]
+    if not blocks:
+        return empty_block()
+    if len(blocks) == 1:
+        return blocks[0]
+    names: dict[str, None] = {}
+    for b in blocks:
+        names.update(dict.fromkeys(b.columns))
+    columns = {
+        name: np.concatenate([b.columns.get(name, np.full(b.n, np.nan)) for b in blocks])
+        for name in names
+    }
+    problems = [p for b in blocks for p in b.problems]
+    return ParsedBlock(np.concatenate([b.steps for b in blocks]), columns, problems)
+
+
+def _numeric_column(array: pa.ChunkedArray) -> np.ndarray | None:
+    kind = array.type
+    if pa.types.is_null(kind):
+        return np.full(len(array), np.nan)
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        return array.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    return None  # strings, booleans, nested values: not a metric series
+
+
+def _parse_fast(piece: pa.Buffer, newlines: int) -> ParsedBlock | None:
+    try:
+        table = pa_json.read_json(
+            pa.BufferReader(piece),
+            read_options=pa_json.ReadOptions(block_size=1 << 20),
+            parse_options=pa_json.ParseOptions(unexpected_field_behavior="infer"),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+    if "step" not in table.column_names:
+        return None
+    step = table.column("step")
+    if not pa.types.is_integer(step.type) or step.null_count:
+        return None
+    steps = step.cast(pa.int64()).to_numpy()
+    if steps.size and steps.min() < 0:
+        return None
+    if table.num_rows != newlines:
+        # Blank lines, or two objects on one line: let the slow path decide line by line.
+        return None
+    columns: dict[str, np.ndarray] = {}
+    for name in table.column_names:
+        if name == "step":
+            continue
+        values = _numeric_column(table.column(name))
+        if values is not None:
+            columns[name] = values
+    return ParsedBlock(steps, columns)
+
+
+def _decode_line(raw: bytes) -> object:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # orjson refuses NaN/Infinity tokens, which Python's json writes: retry with json.
+        return json.loads(raw.decode("utf-8"))
+
+
+def _parse_slow(piece: bytes, first_line: int) -> ParsedBlock:
+    steps: list[int] = []
+    columns: dict[str, list[float]] = {}
+    problems: list[tuple[int, str]] = []
+    for offset, raw in enumerate(piece.split(b"\n")[:-1]):
+        line_no = first_line + offset
+        if not raw.strip():
+            continue
+        try:
+            record = _decode_line(raw)
+        except UnicodeDecodeError:
+            problems.append((line_no, "invalid UTF-8"))
+            continue
+        except ValueError as e:
+            problems.append((line_no, f"not valid JSON ({_short(e)})"))
+            continue
+        if not isinstance(record, dict):
+            problems.append((line_no, f"not a JSON object (got {type(record).__name__})"))
+            continue
+        step = record.get("step")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            problems.append((line_no, f"field 'step' must be an integer >= 0, got {step!r}"))
+            continue
+        row = len(steps)
+        steps.append(step)
+        for key, value in record.items():
+            if key == "step":
+                continue
+            number = _as_number(value)
+            if number is None:
+                continue
+            column = columns.get(key)
+            if column is None:
+                column = columns[key] = [math.nan] * row
+            elif len(column) < row:
+                column.extend([math.nan] * (row - len(column)))
+            column.append(number)
+    n = len(steps)
+    arrays = {}
+    for key, values in columns.items():
+        values.extend([math.nan] * (n - len(values)))
+        arrays[key] = np.asarray(values, dtype=np.float64)
+    return ParsedBlock(np.asarray(steps, dtype=np.int64), arrays, problems)
+
+
+def _as_number(value: object) -> float | None:
+    if value is None:
+        return math.nan  # null reads as a missing value, as in the fast path
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _short(error: Exception) -> str:
+    text = str(error)
+    return text if len(text) <= 80 else text[:77] + "..."
