@@ -59,7 +59,9 @@ def find_run_dirs(
                 continue
             metrics = [e for e in entries if e.name == METRICS_FILE and _is_file(e)]
             # metrics.jsonl itself may be a symlink out of the root: same rule as directories.
-            if metrics and (follow_external_symlinks or is_within(Path(metrics[0].path), real_root)):
+            if metrics and (
+                follow_external_symlinks or is_within(Path(metrics[0].path), real_root)
+            ):
                 yield directory
             if depth >= max_depth:
                 continue

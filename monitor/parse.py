@@ -135,7 +135,8 @@ def _parse_fast(piece: pa.Buffer, newlines: int) -> ParsedBlock | None:
     return ParsedBlock(steps, columns)
 
 
-def _decode_line(raw: bytes) -> object:
+def decode_line(raw: bytes) -> object:
+    """One JSON line; raises ValueError (incl. UnicodeDecodeError) if it is not JSON."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -152,7 +153,7 @@ def _parse_slow(piece: bytes, first_line: int) -> ParsedBlock:
         if not raw.strip():
             continue
         try:
-            record = _decode_line(raw)
+            record = decode_line(raw)
         except UnicodeDecodeError:
             problems.append((line_no, "invalid UTF-8"))
             continue

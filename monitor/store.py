@@ -1,0 +1,354 @@
+"""The run store: one per server process, shared by every dashboard viewer.
+
+It finds runs under allowed roots (monitor.discover), keeps each run's columns in memory
+(monitor.run.Run), re-reads only what changed (watchdog marks runs dirty; a slow poll is the
+safety net for filesystems where inotify sees nothing), keeps an alert engine per run, and
+evicts the least recently viewed runs when the rows held pass a budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+from monitor.discover import DEFAULT_MAX_DEPTH, find_run_dirs
+from monitor.parse import decode_line
+from monitor.run import Run
+from monitor.runlog import INFO_FILE, METRICS_FILE, SAMPLES_FILE
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RESCAN_S = 10.0  # new run directories appear at least this often without events
+DEFAULT_POLL_S = 2.0  # a clean run is re-checked at least this often (missed events)
+DEFAULT_MAX_ROWS = 20_000_000  # ~1.5 GB of float64 at 8 series: then cold runs are evicted
+KEEP_WARM_S = 60.0  # a run viewed this recently is never evicted
+SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
+
+
+@dataclass
+class RunSummary:
+    """What the sidebar shows for a run without holding its series."""
+
+    run_id: str
+    name: str
+    status: str
+    last_step: int | None
+    last_write: float | None
+    rows: int | None
+    alert_count: int | None  # None until the run has been checked once
+    worst_severity: str | None
+    problem: str | None = None
+
+
+@dataclass
+class RunEntry:
+    run_id: str
+    root: Path
+    path: Path
+    run: Run | None = None
+    engine: Any = None  # monitor.alerts.AlertEngine once loaded
+    dirty: bool = True
+    last_refresh: float = 0.0
+    last_access: float = 0.0
+    version: tuple[Any, ...] = ()
+    alert_count: int | None = None
+    worst_severity: str | None = None
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+
+class _DirtyMarker(FileSystemEventHandler):
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        for raw in (event.src_path, getattr(event, "dest_path", "")):
+            if not raw:
+                continue
+            path = Path(os.fsdecode(raw))
+            if path.name in (METRICS_FILE, INFO_FILE, SAMPLES_FILE):
+                self.store.mark_dirty(path.parent)
+                if event.event_type in ("created", "moved", "deleted"):
+                    self.store.request_rescan()
+            elif event.is_directory and event.event_type in ("created", "moved", "deleted"):
+                self.store.request_rescan()
+
+
+class RunStore:
+    """Thread-safe registry of runs under `roots`. Reads only; never writes a run dir."""
+
+    def __init__(
+        self,
+        roots: Iterable[str | os.PathLike[str]],
+        *,
+        watch: bool = True,
+        poll: bool = False,
+        poll_interval_s: float = DEFAULT_POLL_S,
+        rescan_interval_s: float = DEFAULT_RESCAN_S,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        follow_external_symlinks: bool = False,
+        alert_config: Any = None,
+    ) -> None:
+        self.roots = [Path(r) for r in roots]
+        self.poll_interval_s = poll_interval_s
+        self.rescan_interval_s = rescan_interval_s
+        self.max_depth = max_depth
+        self.max_rows = max_rows
+        self.follow_external_symlinks = follow_external_symlinks
+        self.alert_config = alert_config
+        self._entries: dict[str, RunEntry] = {}
+        self._by_path: dict[Path, str] = {}
+        self._lock = threading.RLock()
+        self._rescan_requested = True
+        self._last_scan = 0.0
+        self._observer: Any = None
+        if watch:
+            self._start_watching(poll)
+
+    # -- discovery --------------------------------------------------------------------------
+
+    def _start_watching(self, poll: bool) -> None:
+        observer = PollingObserver(timeout=self.poll_interval_s) if poll else Observer()
+        handler = _DirtyMarker(self)
+        for root in self.roots:
+            if root.is_dir():
+                try:
+                    observer.schedule(handler, str(root), recursive=True)
+                except OSError as e:  # e.g. inotify watch limit: polling still covers it
+                    log.warning("cannot watch %s (%s); falling back to polling", root, e)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+
+    def close(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            with contextlib.suppress(RuntimeError):
+                self._observer.join(timeout=2)
+            self._observer = None
+
+    def request_rescan(self) -> None:
+        self._rescan_requested = True
+
+    def mark_dirty(self, run_dir: Path) -> None:
+        with self._lock:
+            run_id = self._by_path.get(run_dir)
+            entry = self._entries.get(run_id) if run_id else None
+        if entry is not None:
+            entry.dirty = True
+
+    def _root_labels(self) -> dict[Path, str]:
+        """A short, unique label per root: its directory name (suffixed if two collide)."""
+        labels: dict[Path, str] = {}
+        used: set[str] = set()
+        for root in self.roots:
+            base = root.resolve().name or "root"
+            label, n = base, 2
+            while label in used:
+                label, n = f"{base}-{n}", n + 1
+            used.add(label)
+            labels[root] = label
+        return labels
+
+    def scan(self, force: bool = False) -> None:
+        """Find run directories; cheap when nothing asked for it and the interval not passed."""
+        now = time.monotonic()
+        if not (force or self._rescan_requested or now - self._last_scan > self.rescan_interval_s):
+            return
+        self._rescan_requested = False
+        self._last_scan = now
+        found: dict[str, RunEntry] = {}
+        labels = self._root_labels()
+        for root in self.roots:
+            for run_dir in find_run_dirs(
+                root,
+                max_depth=self.max_depth,
+                follow_external_symlinks=self.follow_external_symlinks,
+            ):
+                rel = run_dir.relative_to(root).as_posix()
+                run_id = labels[root] if rel == "." else f"{labels[root]}/{rel}"
+                found[run_id] = RunEntry(run_id, root, run_dir)
+        with self._lock:
+            for run_id, entry in found.items():
+                if run_id not in self._entries:
+                    self._entries[run_id] = entry
+            for run_id in list(self._entries):
+                if run_id not in found:  # deleted, moved away, or now unreadable
+                    del self._entries[run_id]
+            self._by_path = {e.path: run_id for run_id, e in self._entries.items()}
+
+    # -- access -----------------------------------------------------------------------------
+
+    def run_ids(self) -> list[str]:
+        self.scan()
+        with self._lock:
+            return sorted(self._entries)
+
+    def entry(self, run_id: str) -> RunEntry | None:
+        """The entry for a discovered run id, or None. Ids are never turned into paths."""
+        self.scan()
+        with self._lock:
+            return self._entries.get(run_id)
+
+    def get(self, run_id: str) -> RunEntry | None:
+        """The run, loaded and brought up to date (reads only what was appended)."""
+        entry = self.entry(run_id)
+        if entry is None:
+            return None
+        entry.last_access = time.monotonic()
+        self._update(entry)
+        self._evict_if_needed()
+        return entry
+
+    def _update(self, entry: RunEntry) -> bool:
+        """Refresh one run if it may have changed; return True if its content changed."""
+        with entry.lock:
+            now = time.monotonic()
+            loaded = entry.run is not None
+            if loaded and not entry.dirty and now - entry.last_refresh < self.poll_interval_s:
+                return False
+            if entry.run is None:
+                entry.run = Run(entry.path)
+            entry.dirty = False
+            entry.last_refresh = now
+            run = entry.run
+            try:
+                run.refresh()
+            except OSError:
+                pass  # run.read_error says why; rows already read stay
+            if entry.engine is None:
+                entry.engine = self._new_engine(run)  # after a read: it needs run.json
+            if entry.engine is not None:
+                entry.engine.update(run)
+                self._tally_alerts(entry)
+            version = (run.generation, run.n_rows, run.skipped, id(run.info), run.read_error)
+            changed = version != entry.version
+            entry.version = version
+            return changed
+
+    def _new_engine(self, run: Run) -> Any:
+        try:
+            from monitor.alerts import AlertEngine
+        except ImportError:  # alerts not built yet in this checkout
+            return None
+        return AlertEngine(self.alert_config, info=run.info)
+
+    def _tally_alerts(self, entry: RunEntry) -> None:
+        alerts = list(entry.engine.alerts)
+        if entry.run is not None:
+            stalled = entry.engine.check_stall(entry.run)
+            if stalled is not None:
+                alerts.append(stalled)
+        entry.alert_count = len([a for a in alerts if a.end_step is None])
+        worst = max(
+            (SEVERITY_ORDER.get(a.severity, 0) for a in alerts if a.end_step is None), default=None
+        )
+        entry.worst_severity = (
+            None if worst is None else next(k for k, v in SEVERITY_ORDER.items() if v == worst)
+        )
+
+    def refresh(self, run_id: str) -> bool:
+        """For a live view: True if the run changed since the previous refresh."""
+        entry = self.entry(run_id)
+        if entry is None:
+            return False
+        entry.last_access = time.monotonic()
+        return self._update(entry)
+
+    # -- memory -----------------------------------------------------------------------------
+
+    def rows_held(self) -> int:
+        with self._lock:
+            entries = list(self._entries.values())
+        return sum(e.run.n_rows for e in entries if e.run is not None)
+
+    def _evict_if_needed(self) -> None:
+        if self.rows_held() <= self.max_rows:
+            return
+        now = time.monotonic()
+        with self._lock:
+            loaded = sorted(
+                (e for e in self._entries.values() if e.run is not None),
+                key=lambda e: e.last_access,
+            )
+        for entry in loaded:
+            if self.rows_held() <= self.max_rows:
+                break
+            if now - entry.last_access < KEEP_WARM_S:
+                continue
+            with entry.lock:
+                entry.run, entry.engine, entry.dirty, entry.version = None, None, True, ()
+
+    # -- summaries --------------------------------------------------------------------------
+
+    def summary(self, run_id: str, now: float | None = None) -> RunSummary | None:
+        entry = self.entry(run_id)
+        if entry is None:
+            return None
+        run = entry.run
+        if run is None:
+            return _light_summary(entry, now)
+        return RunSummary(
+            run_id=run_id,
+            name=run.name,
+            status=run.status(now),
+            last_step=run.last_step,
+            last_write=run.last_write_time,
+            rows=run.n_rows,
+            alert_count=entry.alert_count,
+            worst_severity=entry.worst_severity,
+            problem=run.read_error or (run.problems[0].reason if run.info_problem else None),
+        )
+
+    def summaries(self, now: float | None = None) -> list[RunSummary]:
+        return [s for rid in self.run_ids() if (s := self.summary(rid, now)) is not None]
+
+
+def _light_summary(entry: RunEntry, now: float | None) -> RunSummary:
+    """Status, last step and age from run.json, a stat and the file's last line only."""
+    probe = Run(entry.path)
+    probe._refresh_info()
+    try:
+        st = probe.metrics_path.stat()
+        last_write: float | None = st.st_mtime
+        last_step = _last_step_from_tail(probe.metrics_path, st.st_size)
+        problem = probe.info_problem
+    except OSError as e:
+        last_write, last_step, problem = None, None, f"{probe.metrics_path}: {e.strerror}"
+    probe.last_write_time = last_write
+    return RunSummary(
+        run_id=entry.run_id,
+        name=probe.name,
+        status=probe.status(now),
+        last_step=last_step,
+        last_write=last_write,
+        rows=None,
+        alert_count=entry.alert_count,
+        worst_severity=entry.worst_severity,
+        problem=problem,
+    )
+
+
+def _last_step_from_tail(path: Path, size: int, window: int = 16384) -> int | None:
+    with open(path, "rb") as f:
+        f.seek(max(0, size - window))
+        lines = f.read().split(b"\n")
+    for raw in reversed(lines[1:] if size > window else lines):
+        try:
+            record = decode_line(raw)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            return int(record["step"])
+    return None
