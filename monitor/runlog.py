@@ -133,7 +133,9 @@ class RunWriter:
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise OSError(e.errno, f"cannot create run directory {self.run_dir}: {e.strerror}")
+            raise OSError(
+                e.errno, f"cannot create run directory {self.run_dir}: {e.strerror}"
+            ) from e
 
         previous = self._read_previous_info()
         now = self._clock()
@@ -260,7 +262,9 @@ class RunWriter:
                 if f.read(1) != b"\n":
                     self._append(self._fd, self.metrics_path, b"\n")
         except OSError as e:
-            raise OSError(e.errno, f"cannot check the end of {self.metrics_path}: {e.strerror}")
+            raise OSError(
+                e.errno, f"cannot check the end of {self.metrics_path}: {e.strerror}"
+            ) from e
 
     def _fsync(self) -> None:
         try:

@@ -223,10 +223,8 @@ class RunStore:
             entry.dirty = False
             entry.last_refresh = now
             run = entry.run
-            try:
+            with contextlib.suppress(OSError):  # run.read_error says why; rows read stay
                 run.refresh()
-            except OSError:
-                pass  # run.read_error says why; rows already read stay
             if entry.engine is None:
                 entry.engine = self._new_engine(run)  # after a read: it needs run.json
             if entry.engine is not None:
