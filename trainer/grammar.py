@@ -84,39 +84,71 @@ def sample_sentence(rng: random.Random) -> list[str]:
     return words
 
 
-# -- parsing (exact recognizer for the grammar above) -------------------------------------
+# -- recognition: one finite-state machine, used by `is_sentence` and (as a table) on device -
+
+# A state is (clause, phase, adjectives so far). The grammar is finite, so this is a DFA;
+# `transition_table` compiles it to a [states, vocab] tensor the sentiment reward runs on
+# the GPU without bringing tokens to the host.
+State = tuple[int, str, int]
+START: State = (1, "subj_det", 0)
+END: State = (0, "end", 0)  # saw the end mark; expects <eos>
+ACCEPT: State = (0, "accept", 0)  # saw <eos>; only <pad> may follow
+REJECT: State = (0, "reject", 0)
 
 
-def _parse_np(words: Sequence[str], i: int) -> int | None:
-    if i >= len(words) or words[i] not in DETERMINERS:
-        return None
-    i += 1
-    n_adj = 0
-    while i < len(words) and words[i] in ADJECTIVES:
-        i += 1
-        n_adj += 1
-    if n_adj > 2 or i >= len(words) or words[i] not in NOUNS:
-        return None
-    return i + 1
-
-
-def _parse_clause(words: Sequence[str], i: int) -> int | None:
-    j = _parse_np(words, i)
-    if j is None or j >= len(words):
-        return None
-    if words[j] == "is":
-        return j + 2 if j + 1 < len(words) and words[j + 1] in ADJECTIVES else None
-    if words[j] not in VERBS:
-        return None
-    j += 1
-    if j < len(words) and words[j] in ADVERBS:
-        return j + 1
-    return _parse_np(words, j)
+def transition(state: State, word: str) -> State:
+    clause, phase, n_adj = state
+    if phase == "subj_det" and word in DETERMINERS:
+        return (clause, "subj_np", 0)
+    if phase in ("subj_np", "obj_np"):
+        if word in ADJECTIVES and n_adj < 2:
+            return (clause, phase, n_adj + 1)
+        if word in NOUNS:
+            return (clause, "verb" if phase == "subj_np" else "clause_end", 0)
+    if phase == "verb":
+        if word in VERBS:
+            return (clause, "obj_or_adv", 0)
+        if word == "is":
+            return (clause, "is_adj", 0)
+    if phase == "obj_or_adv":
+        if word in ADVERBS:
+            return (clause, "clause_end", 0)
+        if word in DETERMINERS:
+            return (clause, "obj_np", 0)
+    if phase == "is_adj" and word in ADJECTIVES:
+        return (clause, "clause_end", 0)
+    if phase == "clause_end":
+        if word == "and" and clause == 1:
+            return (2, "subj_det", 0)
+        if word in PUNCTUATION:
+            return END
+    if phase == "end" and word == EOS:
+        return ACCEPT
+    if phase == "accept" and word == PAD:
+        return ACCEPT
+    return REJECT
 
 
 def is_sentence(words: Sequence[str]) -> bool:
     """True when `words` is exactly one sentence of the grammar (with its end mark)."""
-    i = _parse_clause(words, 0)
-    if i is not None and i < len(words) and words[i] == "and":
-        i = _parse_clause(words, i + 1)
-    return i is not None and i == len(words) - 1 and words[i] in PUNCTUATION
+    state = START
+    for word in words:
+        state = transition(state, word)
+    return state == END
+
+
+def transition_table() -> tuple[list[list[int]], int, int]:
+    """The DFA as (table[state][token] -> state, start index, accept index)."""
+    index: dict[State, int] = {START: 0}
+    frontier = [START]
+    while frontier:  # breadth over reachable states
+        state = frontier.pop()
+        for word in VOCAB:
+            nxt = transition(state, word)
+            if nxt not in index:
+                index[nxt] = len(index)
+                frontier.append(nxt)
+    table = [[0] * VOCAB_SIZE for _ in index]
+    for state, i in index.items():
+        table[i] = [index[transition(state, w)] for w in VOCAB]
+    return table, index[START], index[ACCEPT]

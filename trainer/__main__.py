@@ -1,0 +1,129 @@
+"""`python -m trainer`: PPO with a KL penalty on a tiny grammar LM, streaming to a run dir.
+
+Examples:
+  python -m trainer --steps 500 --kl-controller adaptive --target-kl 0.05
+  python -m trainer --kl-controller none --reward exclaim     # watch it hack the reward
+  torchrun --nproc-per-node 2 -m trainer --steps 50           # data-parallel (gloo on CPU)
+  python -m trainer --run-dir runs/x --resume --steps 2000    # continue a run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from trainer.config import ConfigError, TrainConfig, build_config, load_config_file
+from trainer.controllers import CONTROLLERS
+from trainer.kl import ESTIMATORS
+from trainer.rewards import REWARDS
+
+# CLI flag -> config field. Defaults are suppressed so only flags actually given override.
+FLAGS: dict[str, tuple[str, type, str]] = {
+    "--run-dir": ("run_dir", str, "run directory (default runs/<timestamp>-<controller>)"),
+    "--steps": ("steps", int, "total PPO steps"),
+    "--kl-controller": ("kl_controller", str, "how β is chosen each step"),
+    "--kl-coef": ("kl_coef", float, "initial β (fixed β for --kl-controller fixed)"),
+    "--target-kl": ("target_kl", float, "per-token mean KL the controller aims at"),
+    "--kl-estimator": ("kl_estimator", str, "per-token KL estimate that feeds the penalty"),
+    "--reward": ("reward", str, "reward model"),
+    "--device": ("device", str, "auto: cuda if available (bf16 autocast), else cpu"),
+    "--seed": ("seed", int, "random seed"),
+    "--lr": ("lr", float, "Adam learning rate"),
+    "--batch-size": ("batch_size", int, "prompts per step per process"),
+}
+CHOICES = {"kl_controller": CONTROLLERS, "kl_estimator": ESTIMATORS, "reward": REWARDS,
+           "device": ("auto", "cpu", "cuda")}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for flag, (dest, kind, help_text) in FLAGS.items():
+        parser.add_argument(flag, dest=dest, type=kind, choices=CHOICES.get(dest),
+                            default=argparse.SUPPRESS, help=help_text)
+    parser.add_argument("--config", type=Path, default=None,
+                        help="TOML or JSON file with any TrainConfig field (flags win)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --run-dir from its checkpoint")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def command_line(argv: list[str]) -> str:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    launcher = f"torchrun --nproc-per-node {world} -m trainer" if world > 1 else \
+        "python -m trainer"
+    return " ".join([launcher, *map(shlex.quote, argv)]).strip()
+
+
+def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[
+    TrainConfig, dict[str, Any] | None
+]:
+    flags = {dest: getattr(args, dest) for dest, *_ in FLAGS.values() if hasattr(args, dest)}
+    file_values = load_config_file(args.config) if args.config else {}
+    base = TrainConfig().to_dict()
+    resume_state = None
+    if args.resume:
+        run_dir = flags.get("run_dir") or file_values.get("run_dir")
+        if not run_dir:
+            parser.error("--resume needs --run-dir (the run to continue)")
+        from trainer.train import CHECKPOINT_FILE, load_checkpoint
+
+        if not (Path(run_dir) / CHECKPOINT_FILE).is_file():
+            parser.error(f"--resume: no {CHECKPOINT_FILE} in {run_dir}")
+        resume_state = load_checkpoint(Path(run_dir))
+        base.update(resume_state["config"])
+    cfg = build_config(base, file_values, flags)
+    if not cfg.run_dir:
+        cfg.run_dir = f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{cfg.kl_controller}"
+    if not Path(cfg.pretrained).is_file():
+        parser.error(f"pretrained policy {cfg.pretrained} not found "
+                     "(make it with: python -m trainer.pretrain)")
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if is_main and not args.resume and (Path(cfg.run_dir) / "metrics.jsonl").exists():
+        parser.error(f"{cfg.run_dir} already holds a run; pass --resume to continue it "
+                     "or choose another --run-dir")
+    if cfg.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error("--device cuda: CUDA is not available on this machine")
+    return cfg, resume_state
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg, resume_state = resolve(args, parser)
+    except ConfigError as e:
+        parser.error(str(e))
+    from trainer.train import init_distributed, run
+
+    dist_info = init_distributed(cfg.device)
+    try:
+        run_dir = run(cfg, command=command_line(argv), resume_state=resume_state,
+                      quiet=args.quiet, dist_info=dist_info)
+    except KeyboardInterrupt:
+        print("\ninterrupted; checkpoint saved, continue with --resume", file=sys.stderr)
+        return 130
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if dist_info.is_main and not args.quiet:
+        print(f"run written to {run_dir}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
