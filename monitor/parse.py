@@ -56,18 +56,31 @@ def parse_pieces(data: bytes, first_line: int = 1) -> Iterator[ParsedBlock]:
     """
     start, line = 0, first_line
     size = len(data)
+    # pyarrow lets invalid UTF-8 through; the rule is that such a line is skipped. isascii()
+    # is nearly free, so only non-ASCII input pays for a real UTF-8 check.
+    all_ascii = data.isascii()
     while start < size:
         end = data.rfind(b"\n", start, start + FAST_PIECE_BYTES) + 1
         if end <= start:  # a single line longer than a piece
             end = data.find(b"\n", start + FAST_PIECE_BYTES) + 1 or size
         newlines = data.count(b"\n", start, end)
         # A zero-copy view for the fast path; only the slow path makes a bytes copy.
-        parsed = _parse_fast(pa.py_buffer(memoryview(data)[start:end]), newlines)
+        parsed = None
+        if all_ascii or _is_utf8(data[start:end]):
+            parsed = _parse_fast(pa.py_buffer(memoryview(data)[start:end]), newlines)
         if parsed is None:
             parsed = _parse_slow(data[start:end], line)
         yield parsed
         line += newlines
         start = end
+
+
+def _is_utf8(piece: bytes) -> bool:
+    try:
+        piece.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def parse_block(data: bytes, first_line: int = 1) -> ParsedBlock:

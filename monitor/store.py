@@ -64,6 +64,8 @@ class RunEntry:
     version: tuple[Any, ...] = ()
     alert_count: int | None = None
     worst_severity: str | None = None
+    light: RunSummary | None = None  # summary of an unloaded run, until it is dirty again
+    light_time: float = 0.0
     lock: threading.RLock = field(default_factory=threading.RLock)
 
 
@@ -147,6 +149,7 @@ class RunStore:
             entry = self._entries.get(run_id) if run_id else None
         if entry is not None:
             entry.dirty = True
+            entry.light = None
 
     def _root_labels(self) -> dict[Path, str]:
         """A short, unique label per root: its directory name (suffixed if two collide)."""
@@ -294,9 +297,14 @@ class RunStore:
         entry = self.entry(run_id)
         if entry is None:
             return None
+        if entry.run is not None:
+            self._update(entry)  # cheap unless the watcher marked it dirty or a poll is due
         run = entry.run
         if run is None:
-            return _light_summary(entry, now)
+            fresh = time.monotonic() - entry.light_time < self.poll_interval_s
+            if entry.light is None or not fresh:
+                entry.light, entry.light_time = _light_summary(entry, now), time.monotonic()
+            return entry.light
         return RunSummary(
             run_id=run_id,
             name=run.name,

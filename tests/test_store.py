@@ -1,0 +1,97 @@
+"""RunStore: discovery under roots, live growth seen through the watcher, eviction."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from monitor import RunWriter
+from monitor.store import RunStore
+
+KL = {"kl_mean": 0.02, "kl_max": 0.1, "beta": 0.1, "reward_mean": 0.5}
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+@pytest.mark.parametrize("poll", [False, True])
+def test_run_appears_and_grows_while_watched(tmp_path: Path, poll: bool) -> None:
+    store = RunStore([tmp_path], poll=poll, poll_interval_s=0.2, rescan_interval_s=0.5)
+    try:
+        assert store.run_ids() == []
+        writer = RunWriter(tmp_path / "team" / "exp1", name="exp1")
+        writer.log(0, **KL)
+        label = tmp_path.name
+        assert wait_for(lambda: store.run_ids() == [f"{label}/team/exp1"])
+        entry = store.get(f"{label}/team/exp1")
+        assert entry is not None and entry.run is not None and entry.run.n_rows == 1
+        for step in range(1, 6):
+            writer.log(step, **KL)
+        assert wait_for(lambda: store.refresh(f"{label}/team/exp1"))
+        assert wait_for(lambda: store.get(f"{label}/team/exp1").run.n_rows == 6)  # type: ignore[union-attr]
+        summary = store.summary(f"{label}/team/exp1")
+        assert summary is not None
+        assert summary.status == "running" and summary.last_step == 5 and summary.name == "exp1"
+        writer.close()
+        store.get(f"{label}/team/exp1")
+        assert wait_for(lambda: store.summary(f"{label}/team/exp1").status == "finished")  # type: ignore[union-attr]
+    finally:
+        store.close()
+
+
+def test_unknown_ids_are_not_paths(tmp_path: Path) -> None:
+    with RunWriter(tmp_path / "root" / "a") as writer:
+        writer.log(0, **KL)
+    store = RunStore([tmp_path / "root"], watch=False)
+    assert store.run_ids() == ["root/a"]
+    for evil in ["../root/a", "root/../root/a", str(tmp_path / "root" / "a"), "root/a/..", ""]:
+        assert store.get(evil) is None
+
+
+def test_deleted_run_disappears(tmp_path: Path) -> None:
+    with RunWriter(tmp_path / "a") as writer:
+        writer.log(0, **KL)
+    store = RunStore([tmp_path], watch=False, rescan_interval_s=0)
+    rid = f"{tmp_path.name}/a"
+    assert store.get(rid) is not None
+    (tmp_path / "a" / "metrics.jsonl").unlink()
+    store.scan(force=True)
+    assert store.get(rid) is None
+
+
+def test_light_summary_without_loading(tmp_path: Path) -> None:
+    with RunWriter(tmp_path / "a", name="alpha") as writer:
+        for step in range(3):
+            writer.log(step, **KL)
+    store = RunStore([tmp_path], watch=False)
+    (summary,) = store.summaries()
+    assert summary.name == "alpha" and summary.last_step == 2 and summary.status == "finished"
+    assert summary.rows is None  # not loaded: the sidebar did not parse the whole file
+
+
+def test_cold_runs_are_evicted_over_the_row_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in "abc":
+        with RunWriter(tmp_path / name) as writer:
+            for step in range(100):
+                writer.log(step, **KL)
+    monkeypatch.setattr("monitor.store.KEEP_WARM_S", 0.0)
+    store = RunStore([tmp_path], watch=False, max_rows=150)
+    label = tmp_path.name
+    for name in "abc":
+        assert store.get(f"{label}/{name}") is not None
+    assert store.rows_held() <= 150
+    # the most recent one is kept; evicted ones reload transparently
+    assert store.entry(f"{label}/c").run is not None  # type: ignore[union-attr]
+    again = store.get(f"{label}/a")
+    assert again is not None and again.run is not None and again.run.n_rows == 100
