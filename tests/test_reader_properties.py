@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -62,7 +63,7 @@ def test_any_split_equals_one_shot(
     run = open_run(piece_dir)
     bounds = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
     total = 0
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    for start, end in itertools.pairwise(bounds):
         with open(path, "ab") as f:
             f.write(data[start:end])
         total += run.refresh()

@@ -109,7 +109,7 @@ def test_full_disk_raises_naming_the_path(tmp_path: Path, monkeypatch: pytest.Mo
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "write", full_disk)
-    with pytest.raises(OSError, match="metrics.jsonl: No space left"):
+    with pytest.raises(OSError, match=r"metrics\.jsonl: No space left"):
         writer.log(1, **KL)
     monkeypatch.setattr(os, "write", real_write)
     writer.close()
