@@ -38,8 +38,9 @@ def downsample_indices(x: np.ndarray, y: np.ndarray, budget: int = DEFAULT_BUDGE
     # With gaps, one point per bucket goes to the gap marker: 5 per bucket instead of 4.
     buckets = budget // 5 if has_gaps else budget // 4
     clean = np.where(finite, y, np.nan) if has_gaps else y
-    picked = _M4.downsample(_as_x(x), np.ascontiguousarray(clean, dtype=np.float64),
-                            n_out=4 * buckets)
+    picked = _M4.downsample(
+        _as_x(x), np.ascontiguousarray(clean, dtype=np.float64), n_out=4 * buckets
+    ).astype(np.intp)  # tsdownsample returns uint64: mixing it with int64 gives floats
     if has_gaps:
         picked = np.concatenate([picked, _first_per_bucket(x, np.flatnonzero(~finite), buckets)])
     return np.unique(picked)
