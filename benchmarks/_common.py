@@ -1,0 +1,57 @@
+"""Shared helpers for the benchmarks: synthetic runs and timing. Not a test."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+FIELDS = ("kl_mean", "kl_max", "beta", "reward_mean", "entropy", "response_len")
+
+
+def synthetic_lines(start: int, count: int, seed: int = 0) -> bytes:
+    """`count` metrics.jsonl records from step `start`: 8 fields, ~180 bytes a line."""
+    rng = np.random.default_rng(seed + start)
+    steps = np.arange(start, start + count)
+    cols = {
+        "time": 1.7e9 + steps * 0.5,
+        "kl_mean": rng.lognormal(-3.5, 0.3, count),
+        "kl_max": rng.lognormal(-2.0, 0.3, count),
+        "beta": 0.1 + steps * 1e-7,
+        "reward_mean": rng.normal(size=count),
+        "entropy": rng.random(count) * 3,
+        "response_len": rng.integers(5, 40, count).astype(float),
+    }
+    # Written the way json.dumps writes floats (repr), rounded like a real trainer's metrics.
+    text = {k: [repr(float(x)) for x in np.round(v, 8)] for k, v in cols.items()}
+    text["time"] = [repr(float(x)) for x in cols["time"]]
+    out = []
+    for i in range(count):
+        fields = ",".join(f'"{k}":{v[i]}' for k, v in text.items())
+        out.append(f'{{"step":{steps[i]},{fields}}}\n')
+    return "".join(out).encode()
+
+
+def write_run(run_dir: Path, steps: int, chunk: int = 100_000) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "metrics.jsonl"
+    with open(path, "wb") as f:
+        for start in range(0, steps, chunk):
+            f.write(synthetic_lines(start, min(chunk, steps - start)))
+    return path
+
+
+def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def median_of(fn: Callable[[], float], repeat: int = 7) -> float:
+    return statistics.median(fn() for _ in range(repeat))
