@@ -1,5 +1,5 @@
 # Two commands a newcomer types: `make run` and `make test`. Everything else is plumbing.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8501
