@@ -1,0 +1,494 @@
+"""Pure functions: series (+ alerts) → plotly figures. No Streamlit here.
+
+Every trace goes through `monitor.downsample` first, so a figure never carries more than
+about `DEFAULT_BUDGET` points per trace however long the run — while each bucket's min and
+max survive, so a one-step spike in a million steps is still drawn.
+
+Smoothing is TensorBoard's debiased EMA, applied to the full-resolution series before
+downsampling (smoothing the reduced points would weight buckets, not steps). When smoothing
+is on, the raw series stays visible, faint, behind it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from monitor.downsample import DEFAULT_BUDGET, downsample
+
+# The seed's "What to Watch": healthy mean KL is 0.01–0.1 (per token).
+DEFAULT_BAND = (0.01, 0.1)
+# Around a target: the seed's adaptive controller leaves β alone inside 0.5×–1.5× target.
+TARGET_BAND_FACTORS = (0.5, 1.5)
+MAX_ALERT_SPANS = 50  # shaded alert spans per chart; beyond that shapes slow plotly down
+
+SEVERITY_COLORS = {"info": "#1f77b4", "warning": "#ff9f1c", "critical": "#d62728"}
+SERIES_COLORS = {
+    "kl_mean": "#1f77b4",
+    "kl_max": "#9467bd",
+    "beta": "#2ca02c",
+    "reward_mean": "#ff7f0e",
+    "reward_total": "#8c564b",
+}
+RAW_OPACITY = 0.25  # raw series behind a smoothed one: visible, not competing
+CHART_HEIGHT = 340
+
+
+class AlertLike(Protocol):
+    """What the charts read from monitor.alerts.Alert (duck-typed: alerts may not exist)."""
+
+    rule: str
+    severity: str
+    step: int
+    end_step: int | None
+    metric: str
+    value: float
+    message: str
+
+
+class RunLike(Protocol):
+    """What the charts read from monitor.run.Run."""
+
+    info: dict[str, Any]
+
+    @property
+    def steps(self) -> np.ndarray: ...
+
+    @property
+    def series_names(self) -> list[str]: ...
+
+    def column(self, name: str) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class ChartOptions:
+    log_y: bool = False
+    smoothing: float = 0.0  # TensorBoard's weight: 0 = raw, 0.99 = very smooth
+    budget: int = DEFAULT_BUDGET
+    height: int = CHART_HEIGHT
+
+
+@dataclass(frozen=True)
+class KLBand:
+    """The healthy region drawn on the KL chart."""
+
+    low: float
+    high: float
+    target: float | None
+    label: str
+
+
+# -- numbers -------------------------------------------------------------------------------
+
+
+def ema_smooth(values: np.ndarray, weight: float) -> np.ndarray:
+    """TensorBoard's debiased EMA: s_t = Σ w^i x_{t-i} / Σ w^i over the finite values so far.
+
+    Non-finite values are skipped (they neither update the average nor get smoothed: they
+    stay NaN), exactly as TensorBoard does. That is pandas' `adjust=True` EWM with
+    α = 1 − w over the finite values, which runs in C (~10 ms for 1M points).
+    """
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"smoothing weight must be in [0, 1), got {weight}")
+    values = np.asarray(values, dtype=np.float64)
+    if weight == 0.0 or values.size == 0:
+        return values.copy()
+    finite = np.isfinite(values)
+    out = np.full(values.shape, np.nan)
+    smoothed = pd.Series(values[finite]).ewm(alpha=1.0 - weight, adjust=True).mean()
+    out[finite] = smoothed.to_numpy()
+    return out
+
+
+def reward_total(reward_mean: np.ndarray, beta: np.ndarray, kl_mean: np.ndarray) -> np.ndarray:
+    """Total reward = score − β·KL (the seed's r_total), for runs that do not log it."""
+    return np.asarray(reward_mean, float) - np.asarray(beta, float) * np.asarray(kl_mean, float)
+
+
+def kl_band(info: Mapping[str, Any], config: Any = None) -> KLBand | None:
+    """The healthy band for this run: from the alert config if it offers one, else
+    target-relative when run.json names a target KL, else the seed's 0.01–0.1 per token.
+
+    None when no band is meaningful: KL logged per sequence with no target (the per-token
+    band would be off by the response length).
+    """
+    from_config = _band_from_alert_config(config, info)
+    if from_config is not None:
+        return from_config
+    kl = info.get("kl") if isinstance(info.get("kl"), Mapping) else {}
+    target = _positive_float(kl.get("target"))
+    if target is not None:
+        lo, hi = TARGET_BAND_FACTORS
+        return KLBand(lo * target, hi * target, target, f"{lo:g}–{hi:g}× target KL")
+    if kl.get("units", "per_token") != "per_token":
+        return None
+    return KLBand(*DEFAULT_BAND, None, "healthy 0.01–0.1 per token")
+
+
+def _band_from_alert_config(config: Any, info: Mapping[str, Any]) -> KLBand | None:
+    """Reuse the alert engine's band when monitor.alerts exposes one (one place for
+    thresholds). Accepts a `healthy_band(info) -> (low, high[, target])` method."""
+    band_fn = getattr(config, "healthy_band", None)
+    if not callable(band_fn):
+        return None
+    try:
+        band = band_fn(info)
+    except Exception:  # a config we do not understand: fall back to our own rule
+        return None
+    if not band or len(band) < 2:
+        return None
+    low, high = _positive_float(band[0]), _positive_float(band[1])
+    if low is None or high is None or low >= high:
+        return None
+    target = _positive_float(band[2]) if len(band) > 2 else None
+    return KLBand(low, high, target, "healthy band (alert config)")
+
+
+def _positive_float(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) and value > 0 else None
+
+
+# -- traces --------------------------------------------------------------------------------
+
+
+def line_traces(
+    steps: np.ndarray,
+    values: np.ndarray,
+    name: str,
+    options: ChartOptions,
+    color: str | None = None,
+) -> list[go.Scatter]:
+    """One series as traces: raw (faint when smoothed) and, if smoothing, the EMA on top."""
+    color = color or SERIES_COLORS.get(name)
+    values = np.asarray(values, dtype=np.float64)
+    x, y = downsample(steps, values, options.budget)
+    raw = go.Scatter(
+        x=x,
+        y=y,
+        name=name,
+        mode="lines",
+        line={"color": color, "width": 1.5},
+        legendgroup=name,
+        connectgaps=False,
+    )
+    if options.smoothing <= 0:
+        return [raw]
+    raw.update(opacity=RAW_OPACITY, showlegend=False, hoverinfo="skip")
+    xs, ys = downsample(steps, ema_smooth(values, options.smoothing), options.budget)
+    smooth = go.Scatter(
+        x=xs,
+        y=ys,
+        name=name,
+        mode="lines",
+        line={"color": color, "width": 2},
+        legendgroup=name,
+        connectgaps=False,
+    )
+    return [raw, smooth]
+
+
+def _base_figure(title: str, y_title: str, options: ChartOptions) -> go.Figure:
+    fig = go.Figure()
+    fig.update_layout(
+        title={"text": title, "x": 0, "xanchor": "left"},
+        height=options.height,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        hovermode="x unified",
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"},
+        # A constant uirevision keeps the user's zoom across live refreshes.
+        uirevision=title,
+        xaxis={"title": "step"},
+        yaxis={"title": y_title, "type": "log" if options.log_y else "linear"},
+    )
+    return fig
+
+
+# -- figures -------------------------------------------------------------------------------
+
+
+def kl_figure(
+    steps: np.ndarray,
+    kl_mean: np.ndarray,
+    kl_max: np.ndarray | None,
+    *,
+    band: KLBand | None = None,
+    alerts: Iterable[AlertLike] = (),
+    options: ChartOptions | None = None,
+    title: str = "KL divergence from the reference",
+) -> go.Figure:
+    """Mean and max KL vs step; healthy band and target shaded; alerts marked."""
+    options = options or ChartOptions()
+    fig = _base_figure(title, "KL", options)
+    if band is not None:
+        _add_band(fig, band)
+    for name, values in (("kl_mean", kl_mean), ("kl_max", kl_max)):
+        if values is not None and np.isfinite(values).any():
+            for trace in line_traces(steps, values, name, options):
+                fig.add_trace(trace)
+    _add_alerts(fig, list(alerts), steps, kl_mean, kl_max, options)
+    return fig
+
+
+def _add_band(fig: go.Figure, band: KLBand) -> None:
+    fig.add_hrect(
+        y0=band.low,
+        y1=band.high,
+        fillcolor="#2ca02c",
+        opacity=0.10,
+        line_width=0,
+        annotation_text=band.label,
+        annotation_position="top left",
+        annotation_font={"size": 10, "color": "#2ca02c"},
+    )
+    if band.target is not None:
+        fig.add_hline(
+            y=band.target,
+            line={"color": "#2ca02c", "dash": "dash", "width": 1.5},
+            annotation_text=f"target {band.target:g}",
+            annotation_position="bottom right",
+            annotation_font={"size": 10, "color": "#2ca02c"},
+        )
+
+
+def _alert_y(
+    alert: AlertLike,
+    steps: np.ndarray,
+    series: Sequence[np.ndarray],
+    top: float,
+    log_y: bool,
+) -> float:
+    """Where to draw an alert's marker: its value when drawable, else the KL at its step,
+    else the top of the chart (a NaN alert has no value to sit on)."""
+    value = alert.value
+    if isinstance(value, (int, float)) and math.isfinite(value) and (value > 0 or not log_y):
+        return float(value)
+    i = int(np.searchsorted(steps, alert.step))
+    if i < steps.size and steps[i] == alert.step:
+        for column in series:
+            v = float(column[i])
+            if math.isfinite(v) and (v > 0 or not log_y):
+                return v
+    return top
+
+
+def _finite_top(series: Sequence[np.ndarray], log_y: bool) -> float:
+    tops = []
+    for column in series:
+        finite = column[np.isfinite(column)]
+        if log_y:
+            finite = finite[finite > 0]
+        if finite.size:
+            tops.append(float(finite.max()))
+    return max(tops) if tops else 1.0
+
+
+def _add_alerts(
+    fig: go.Figure,
+    alerts: list[AlertLike],
+    steps: np.ndarray,
+    kl_mean: np.ndarray,
+    kl_max: np.ndarray | None,
+    options: ChartOptions,
+) -> None:
+    if not alerts:
+        return
+    series = [c for c in (kl_max, kl_mean) if c is not None]
+    top = _finite_top(series, options.log_y)
+    for severity in ("info", "warning", "critical"):
+        group = [a for a in alerts if a.severity == severity]
+        if not group:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=[a.step for a in group],
+                y=[_alert_y(a, steps, series, top, options.log_y) for a in group],
+                mode="markers",
+                name=f"{severity} alerts",
+                marker={
+                    "color": SEVERITY_COLORS[severity],
+                    "size": 11,
+                    "symbol": "triangle-down",
+                    "line": {"width": 1, "color": "white"},
+                },
+                text=[f"{a.rule}: {a.message}" for a in group],
+                hovertemplate="step %{x}<br>%{text}<extra></extra>",
+            )
+        )
+    # Shade where alerts lasted (most recent first, capped: shapes are costly in plotly).
+    last_step = int(steps[-1]) if steps.size else 0
+    for alert in sorted(alerts, key=lambda a: a.step, reverse=True)[:MAX_ALERT_SPANS]:
+        end = alert.end_step if alert.end_step is not None else last_step
+        if end > alert.step:
+            fig.add_vrect(
+                x0=alert.step,
+                x1=end,
+                line_width=0,
+                opacity=0.08,
+                fillcolor=SEVERITY_COLORS.get(alert.severity, "#888"),
+            )
+        else:
+            fig.add_vline(
+                x=alert.step,
+                line={"width": 1, "dash": "dot"},
+                line_color=SEVERITY_COLORS.get(alert.severity, "#888"),
+                opacity=0.6,
+            )
+
+
+def beta_figure(
+    steps: np.ndarray, beta: np.ndarray, options: ChartOptions | None = None
+) -> go.Figure:
+    """β, the KL coefficient: how hard the controller pulls the policy back."""
+    options = options or ChartOptions()
+    fig = _base_figure("β (KL coefficient)", "β", options)
+    for trace in line_traces(steps, beta, "beta", options):
+        fig.add_trace(trace)
+    return fig
+
+
+def reward_figure(
+    steps: np.ndarray,
+    reward_mean: np.ndarray,
+    total: np.ndarray | None,
+    options: ChartOptions | None = None,
+    *,
+    total_computed: bool = False,
+) -> go.Figure:
+    """Raw score and total reward (score − β·KL): reward bought with drift shows as a gap."""
+    options = options or ChartOptions(log_y=False)
+    # Rewards go negative: a log axis would hide them, so this chart is always linear.
+    options = ChartOptions(False, options.smoothing, options.budget, options.height)
+    fig = _base_figure("Reward", "reward", options)
+    for trace in line_traces(steps, reward_mean, "reward_mean", options):
+        fig.add_trace(trace)
+    if total is not None:
+        for trace in line_traces(steps, total, "reward_total", options):
+            if total_computed:
+                trace.name = "reward_total (score − β·KL, computed)"
+            fig.add_trace(trace)
+    return fig
+
+
+def series_figure(
+    steps: np.ndarray,
+    series: Mapping[str, np.ndarray],
+    options: ChartOptions | None = None,
+    title: str = "Other series",
+) -> go.Figure:
+    """Extra series (entropy, lengths, losses …), one panel each so scales do not clash."""
+    from plotly.subplots import make_subplots
+
+    options = options or ChartOptions()
+    names = list(series)
+    rows = max(1, len(names))
+    fig = make_subplots(
+        rows=rows,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.04 if rows > 1 else 0.0,
+        subplot_titles=names or None,
+    )
+    palette = _palette()
+    for row, name in enumerate(names, start=1):
+        for trace in line_traces(steps, series[name], name, options, next(palette)):
+            fig.add_trace(trace, row=row, col=1)
+    fig.update_layout(
+        title={"text": title, "x": 0, "xanchor": "left"},
+        height=max(options.height, 60 + 200 * rows),
+        margin={"l": 10, "r": 10, "t": 60, "b": 10},
+        hovermode="x unified",
+        uirevision=title,
+        showlegend=False,
+    )
+    if options.log_y:
+        fig.update_yaxes(type="log")
+    fig.update_xaxes(title_text="step", row=rows, col=1)
+    return fig
+
+
+@dataclass(frozen=True)
+class CompareSeries:
+    label: str
+    steps: np.ndarray
+    values: np.ndarray
+
+
+def compare_figure(
+    runs: Sequence[CompareSeries], metric: str, options: ChartOptions | None = None
+) -> go.Figure:
+    """Several runs' `metric` overlaid, aligned by step."""
+    options = options or ChartOptions()
+    fig = _base_figure(f"{metric} by run", metric, options)
+    palette = _palette()
+    for item in runs:
+        color = next(palette)
+        for trace in line_traces(item.steps, item.values, item.label, options, color):
+            fig.add_trace(trace)
+    return fig
+
+
+def _palette() -> Any:
+    import itertools
+
+    import plotly.colors
+
+    return itertools.cycle(plotly.colors.qualitative.D3)
+
+
+# -- whole run -----------------------------------------------------------------------------
+
+
+def run_figures(
+    run: RunLike,
+    alerts: Iterable[AlertLike] = (),
+    options: ChartOptions | None = None,
+    *,
+    extra: Sequence[str] = (),
+    alert_config: Any = None,
+) -> dict[str, go.Figure]:
+    """The run page's figures: "kl", "beta", "reward" and (if any picked) "extra"."""
+    options = options or ChartOptions()
+    steps = run.steps
+    names = set(run.series_names)
+    kl_max = run.column("kl_max") if "kl_max" in names else None
+    figures = {
+        "kl": kl_figure(
+            steps,
+            run.column("kl_mean"),
+            kl_max,
+            band=kl_band(run.info, alert_config),
+            alerts=alerts,
+            options=options,
+        ),
+        "beta": beta_figure(steps, run.column("beta"), options),
+    }
+    computed = "reward_total" not in names
+    total = (
+        reward_total(run.column("reward_mean"), run.column("beta"), run.column("kl_mean"))
+        if computed
+        else run.column("reward_total")
+    )
+    figures["reward"] = reward_figure(
+        steps, run.column("reward_mean"), total, options, total_computed=computed
+    )
+    picked = [name for name in extra if name in names]
+    if picked:
+        figures["extra"] = series_figure(steps, {n: run.column(n) for n in picked}, options)
+    return figures
+
+
+CORE_SERIES = ("time", "kl_mean", "kl_max", "beta", "reward_mean", "reward_total")
+
+
+def extra_series_names(series_names: Iterable[str]) -> list[str]:
+    """Series beyond the ones with their own chart (entropy, lengths, losses …)."""
+    return sorted(n for n in series_names if n not in CORE_SERIES)
