@@ -142,6 +142,13 @@ class Run:
     def column(self, name: str) -> np.ndarray:
         return self.table.column(name)
 
+    def snapshot(self, names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Steps and the named series (all by default), consistent with each other even
+        while another thread refreshes. Arrays are read-only views; no copy is made."""
+        with self._lock:
+            wanted = self.table.names if names is None else names
+            return {"step": self.table.steps, **{n: self.table.column(n) for n in wanted}}
+
     @property
     def series_names(self) -> list[str]:
         return self.table.names

@@ -95,3 +95,41 @@ def test_cold_runs_are_evicted_over_the_row_budget(
     assert store.entry(f"{label}/c").run is not None  # type: ignore[union-attr]
     again = store.get(f"{label}/a")
     assert again is not None and again.run is not None and again.run.n_rows == 100
+
+
+def test_many_viewer_threads_share_one_store_while_a_writer_appends(tmp_path: Path) -> None:
+    import threading
+
+    store = RunStore([tmp_path], poll_interval_s=0.01)
+    writer = RunWriter(tmp_path / "live")
+    writer.log(0, **KL)
+    rid = f"{tmp_path.name}/live"
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def viewer() -> None:
+        try:
+            while not stop.is_set():
+                entry = store.get(rid)
+                assert entry is not None and entry.run is not None
+                snap = entry.run.snapshot(["kl_mean"])
+                assert len(snap["step"]) == len(snap["kl_mean"])
+                assert (snap["step"] == range(len(snap["step"]))).all()
+                store.summaries()
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=viewer) for _ in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        for step in range(1, 2000):
+            writer.log(step, **KL)
+        writer.close()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        store.close()
+    assert not errors, errors[0]
+    assert wait_for(lambda: store.get(rid).run.n_rows == 2000)  # type: ignore[union-attr]
