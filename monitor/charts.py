@@ -24,8 +24,9 @@ from monitor.downsample import DEFAULT_BUDGET, downsample
 
 # The seed's "What to Watch": healthy mean KL is 0.01–0.1 (per token).
 DEFAULT_BAND = (0.01, 0.1)
-# Around a target: the seed's adaptive controller leaves β alone inside 0.5×–1.5× target.
-TARGET_BAND_FACTORS = (0.5, 1.5)
+# Around a target: the same factors as monitor.rules.BandConfig (target_low/target_high),
+# used only when no alert thresholds are at hand.
+TARGET_BAND_FACTORS = (0.25, 2.0)
 MAX_ALERT_SPANS = 50  # shaded alert spans per chart; beyond that shapes slow plotly down
 
 SEVERITY_COLORS = {"info": "#1f77b4", "warning": "#ff9f1c", "critical": "#d62728"}
@@ -111,43 +112,39 @@ def reward_total(reward_mean: np.ndarray, beta: np.ndarray, kl_mean: np.ndarray)
     return np.asarray(reward_mean, float) - np.asarray(beta, float) * np.asarray(kl_mean, float)
 
 
-def kl_band(info: Mapping[str, Any], config: Any = None) -> KLBand | None:
-    """The healthy band for this run: from the alert config if it offers one, else
-    target-relative when run.json names a target KL, else the seed's 0.01–0.1 per token.
+def kl_band(info: Mapping[str, Any], thresholds: Any = None) -> KLBand | None:
+    """The healthy band for this run.
 
-    None when no band is meaningful: KL logged per sequence with no target (the per-token
-    band would be off by the response length).
+    With the alert engine's resolved thresholds (`AlertEngine.th`: low, high, target,
+    per_token_scaled) the chart shows exactly the band the alerts judge against — one place
+    for thresholds. Without them: target-relative when run.json names a target KL, else the
+    seed's 0.01–0.1 per token. None when no band fits the plotted numbers: per-sequence KL
+    with no target (a per-token band would be off by the response length).
     """
-    from_config = _band_from_alert_config(config, info)
-    if from_config is not None:
-        return from_config
+    if thresholds is not None:
+        return _band_from_thresholds(thresholds)
     kl = info.get("kl") if isinstance(info.get("kl"), Mapping) else {}
     target = _positive_float(kl.get("target"))
     if target is not None:
         lo, hi = TARGET_BAND_FACTORS
-        return KLBand(lo * target, hi * target, target, f"{lo:g}–{hi:g}× target KL")
+        return KLBand(lo * target, hi * target, target, f"healthy {lo:g}–{hi:g}× target")
     if kl.get("units", "per_token") != "per_token":
         return None
     return KLBand(*DEFAULT_BAND, None, "healthy 0.01–0.1 per token")
 
 
-def _band_from_alert_config(config: Any, info: Mapping[str, Any]) -> KLBand | None:
-    """Reuse the alert engine's band when monitor.alerts exposes one (one place for
-    thresholds). Accepts a `healthy_band(info) -> (low, high[, target])` method."""
-    band_fn = getattr(config, "healthy_band", None)
-    if not callable(band_fn):
-        return None
-    try:
-        band = band_fn(info)
-    except Exception:  # a config we do not understand: fall back to our own rule
-        return None
-    if not band or len(band) < 2:
-        return None
-    low, high = _positive_float(band[0]), _positive_float(band[1])
+def _band_from_thresholds(th: Any) -> KLBand | None:
+    if getattr(th, "per_token_scaled", False):
+        return None  # the engine divides by response length; the chart shows raw KL
+    low, high = (
+        _positive_float(getattr(th, "low", None)),
+        _positive_float(getattr(th, "high", None)),
+    )
     if low is None or high is None or low >= high:
         return None
-    target = _positive_float(band[2]) if len(band) > 2 else None
-    return KLBand(low, high, target, "healthy band (alert config)")
+    target = _positive_float(getattr(th, "target", None))
+    label = f"healthy {low:.3g}–{high:.3g}" + (f" (target {target:g})" if target else "")
+    return KLBand(low, high, target, label)
 
 
 def _positive_float(value: Any) -> float | None:
@@ -444,6 +441,23 @@ def _palette() -> Any:
     return itertools.cycle(plotly.colors.qualitative.D3)
 
 
+def consistent_columns(run: RunLike, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Steps and `names`, all of one length, even while another viewer's refresh appends.
+
+    Uses `Run.snapshot` (taken under the run's lock) when the run offers it; otherwise
+    trims to the shortest array — rows are only ever appended, so a common prefix is
+    consistent.
+    """
+    snapshot = getattr(run, "snapshot", None)
+    data = (
+        dict(snapshot(list(names)))
+        if callable(snapshot)
+        else {"step": run.steps, **{n: run.column(n) for n in names}}
+    )
+    n = min(len(v) for v in data.values())
+    return {k: v[:n] for k, v in data.items()}
+
+
 # -- whole run -----------------------------------------------------------------------------
 
 
@@ -453,36 +467,42 @@ def run_figures(
     options: ChartOptions | None = None,
     *,
     extra: Sequence[str] = (),
-    alert_config: Any = None,
+    thresholds: Any = None,
 ) -> dict[str, go.Figure]:
     """The run page's figures: "kl", "beta", "reward" and (if any picked) "extra"."""
     options = options or ChartOptions()
-    steps = run.steps
     names = set(run.series_names)
-    kl_max = run.column("kl_max") if "kl_max" in names else None
+    picked = [name for name in extra if name in names]
+    wanted = ["kl_mean", "kl_max", "beta", "reward_mean", "reward_total", *picked]
+    data = consistent_columns(run, [n for n in wanted if n in names])
+    steps = data["step"]
+    nan = np.full(steps.size, np.nan)
+
+    def col(name: str) -> np.ndarray:
+        return data.get(name, nan)  # a series the run never logged draws as empty
+
     figures = {
         "kl": kl_figure(
             steps,
-            run.column("kl_mean"),
-            kl_max,
-            band=kl_band(run.info, alert_config),
+            col("kl_mean"),
+            data.get("kl_max"),
+            band=kl_band(run.info, thresholds),
             alerts=alerts,
             options=options,
         ),
-        "beta": beta_figure(steps, run.column("beta"), options),
+        "beta": beta_figure(steps, col("beta"), options),
     }
-    computed = "reward_total" not in names
+    computed = "reward_total" not in data
     total = (
-        reward_total(run.column("reward_mean"), run.column("beta"), run.column("kl_mean"))
+        reward_total(col("reward_mean"), col("beta"), col("kl_mean"))
         if computed
-        else run.column("reward_total")
+        else data["reward_total"]
     )
     figures["reward"] = reward_figure(
-        steps, run.column("reward_mean"), total, options, total_computed=computed
+        steps, col("reward_mean"), total, options, total_computed=computed
     )
-    picked = [name for name in extra if name in names]
     if picked:
-        figures["extra"] = series_figure(steps, {n: run.column(n) for n in picked}, options)
+        figures["extra"] = series_figure(steps, {n: data[n] for n in picked}, options)
     return figures
 
 

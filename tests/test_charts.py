@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -119,7 +120,7 @@ def test_ema_rejects_weight_one() -> None:
 def test_band_is_target_relative_when_run_json_has_a_target() -> None:
     band = kl_band({"kl": {"target": 0.02, "units": "per_token"}})
     assert band is not None and band.target == 0.02
-    assert band.low == pytest.approx(0.01) and band.high == pytest.approx(0.03)
+    assert band.low == pytest.approx(0.005) and band.high == pytest.approx(0.04)
 
 
 def test_band_defaults_to_the_seeds_range_per_token() -> None:
@@ -131,13 +132,22 @@ def test_no_band_for_per_sequence_kl_without_target() -> None:
     assert kl_band({"kl": {"units": "per_sequence", "target": None}}) is None
 
 
-def test_band_from_alert_config_wins() -> None:
-    class Config:
-        def healthy_band(self, info: dict[str, Any]) -> tuple[float, float, float]:
-            return (0.2, 0.4, 0.3)
-
-    band = kl_band({"kl": {"target": 0.02}}, Config())
+def test_band_from_alert_thresholds_wins() -> None:
+    th = SimpleNamespace(low=0.2, high=0.4, target=0.3, per_token_scaled=False)
+    band = kl_band({"kl": {"target": 0.02}}, th)
     assert band is not None and (band.low, band.high, band.target) == (0.2, 0.4, 0.3)
+    scaled = SimpleNamespace(low=0.01, high=0.1, target=None, per_token_scaled=True)
+    assert kl_band({"kl": {"units": "per_sequence"}}, scaled) is None
+
+
+def test_fallback_band_matches_the_alert_engines_defaults() -> None:
+    # Without an engine at hand the chart must still draw the band the alerts judge by.
+    alerts = pytest.importorskip("monitor.alerts")
+    for info in ({"kl": {"target": 0.05, "units": "per_token"}}, {}):
+        th = alerts.resolve_thresholds(alerts.AlertConfig(), info)
+        band = kl_band(info)
+        assert band is not None
+        assert (band.low, band.high) == pytest.approx((th.low, th.high))
 
 
 def test_reward_total_is_score_minus_beta_kl() -> None:
@@ -170,7 +180,7 @@ def test_kl_figure_has_both_series_band_target_and_alert_markers() -> None:
     assert all(math.isfinite(y) for y in critical.y)  # the NaN alert still gets a place
     assert any("KL max jumped" in text for text in critical.text)
     shapes = fig.layout.shapes
-    assert any(s.type == "rect" and s.y0 == pytest.approx(0.025) for s in shapes)  # band
+    assert any(s.type == "rect" and s.y0 == pytest.approx(0.0125) for s in shapes)  # band
     assert any(s.type == "line" and s.y0 == pytest.approx(0.05) for s in shapes)  # target
     assert any(s.type == "rect" and s.x0 == 100 and s.x1 == 200 for s in shapes)  # span
 
