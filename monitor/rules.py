@@ -1,0 +1,247 @@
+"""Alert thresholds: the one place they live (docs/alerts.md explains each and why).
+
+Defaults are the dataclass defaults below. A TOML file (`check --rules FILE`) and then the
+`alerts` section of a run's run.json override them, section by section, e.g.
+
+    block_rows = 50
+    [kl_high]
+    sustain_rows = 400
+    [band]
+    high = 0.2
+
+An unknown section or key is an error that names the key and the file it came from.
+Windows are given in rows (records) and rounded up to whole blocks of `block_rows`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from monitor.run import STALL_FACTOR, STALL_MIN_SECONDS
+
+SEVERITIES = ("info", "warning", "critical")
+RULE_IDS = (
+    "kl_spike",
+    "kl_growth",
+    "kl_high",
+    "kl_low",
+    "kl_negative",
+    "kl_nonfinite",
+    "beta_saturated",
+    "run_stalled",
+    "reward_hacking",
+)
+
+
+class RulesError(ValueError):
+    """A thresholds file or run.json `alerts` section that cannot be used (names key + file)."""
+
+
+@dataclass(frozen=True)
+class BandConfig:
+    """The healthy range of mean KL (seed: 0.01–0.1 per token)."""
+
+    low: float = 0.01  # per-token mean KL; below: β too strong, nothing learned
+    high: float = 0.1  # above: drifting too far, reward-hacking risk
+    # With target_kl in run.json the band is [target_low, target_high] × target instead.
+    target_low: float = 0.25
+    target_high: float = 2.0
+    # per_sequence KL (TRL) is divided by this column row by row to compare with the band…
+    length_column: str = "response_len"
+    # …or by this when the column is absent.
+    typical_response_len: float = 128.0
+
+
+@dataclass(frozen=True)
+class SpikeConfig:
+    enabled: bool = True
+    severity: str = "warning"
+    metrics: tuple[str, ...] = ("kl_max", "kl_mean")
+    window_rows: int = 250  # robust reference: median/MAD of log KL over these rows
+    min_reference_rows: int = 100  # no verdicts before this much history
+    z: float = 6.0  # robust z-score (MAD×1.4826 as σ) on the log scale
+    min_ratio: float = 4.0  # …and at least this many times the reference median
+    min_value: float = 0.01  # per-token: jumps among tiny values early on are not spikes
+    clear_rows: int = 10  # quiet rows that end an episode (bursts count once)
+
+
+@dataclass(frozen=True)
+class GrowthConfig:
+    enabled: bool = True
+    severity: str = "critical"
+    segment_rows: int = 400  # compare the rise in three consecutive segments of this length
+    # Still climbing: the last segment rose at least this fraction of the one before…
+    min_accel_ratio: float = 0.7
+    # …and by at least this fraction of the current level (per segment).
+    min_relative_rise: float = 0.05
+    # Counts only above the band, or above target × this when run.json has a target.
+    over_target: float = 1.2
+    sustain_rows: int = 150
+    clear_rows: int = 200
+
+
+@dataclass(frozen=True)
+class LevelConfig:
+    """kl_high / kl_low: the smoothed mean KL outside the band for a sustained stretch."""
+
+    enabled: bool = True
+    severity: str = "warning"
+    sustain_rows: int = 200
+    clear_rows: int = 200
+    warmup_steps: int = 0  # rows with step below this are never judged
+
+
+@dataclass(frozen=True)
+class NegativeConfig:
+    enabled: bool = True
+    severity: str = "warning"
+    t: float = 3.0  # block mean below zero by this many standard errors
+    sustain_rows: int = 200
+    clear_rows: int = 200
+
+
+@dataclass(frozen=True)
+class NonfiniteConfig:
+    enabled: bool = True
+    severity: str = "critical"
+    metrics: tuple[str, ...] = ("kl_mean", "kl_max")
+    clear_rows: int = 10
+
+
+@dataclass(frozen=True)
+class BetaSaturatedConfig:
+    enabled: bool = True
+    severity: str = "warning"
+    # Bounds when run.json's config names none (trainer.controllers.AdaptiveKL defaults).
+    beta_min: float = 0.01
+    beta_max: float = 1.0
+    relative_tolerance: float = 1e-3  # "at the bound"
+    off_target_ratio: float = 1.5  # KL above target × this (or below target ÷ this)
+    controllers: tuple[str, ...] = ("adaptive",)  # controllers that clamp β
+    sustain_rows: int = 200
+    clear_rows: int = 200
+
+
+@dataclass(frozen=True)
+class StallConfig:
+    enabled: bool = True
+    severity: str = "warning"
+    factor: float = STALL_FACTOR  # silent for this many usual step intervals…
+    min_seconds: float = STALL_MIN_SECONDS  # …and at least this long
+
+
+@dataclass(frozen=True)
+class RewardHackingConfig:
+    enabled: bool = True
+    severity: str = "warning"
+    segment_rows: int = 250  # compare the last segment with the one before
+    min_kl_rise: float = 0.1  # KL grew by at least 10 % …
+    min_reward_rise: float = 0.02  # …while reward rose by at least 2 % (of |reward|) …
+    kl_vs_reward: float = 2.0  # …and KL's relative rise is this many times reward's
+    sustain_rows: int = 100
+    clear_rows: int = 250
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    """Every threshold of every rule. Override with `AlertConfig().merged(mapping, source)`."""
+
+    block_rows: int = 50  # level rules judge medians of aligned blocks of this many rows
+    band: BandConfig = field(default_factory=BandConfig)
+    kl_spike: SpikeConfig = field(default_factory=SpikeConfig)
+    kl_growth: GrowthConfig = field(default_factory=GrowthConfig)
+    kl_high: LevelConfig = field(default_factory=LevelConfig)
+    kl_low: LevelConfig = field(
+        default_factory=lambda: LevelConfig(severity="info", sustain_rows=500, warmup_steps=1000)
+    )
+    kl_negative: NegativeConfig = field(default_factory=NegativeConfig)
+    kl_nonfinite: NonfiniteConfig = field(default_factory=NonfiniteConfig)
+    beta_saturated: BetaSaturatedConfig = field(default_factory=BetaSaturatedConfig)
+    run_stalled: StallConfig = field(default_factory=StallConfig)
+    reward_hacking: RewardHackingConfig = field(default_factory=RewardHackingConfig)
+
+    def merged(self, overrides: Mapping[str, Any], source: str) -> AlertConfig:
+        """A copy with `overrides` applied; RulesError names any bad key and `source`."""
+        return _merge(self, overrides, source, "")
+
+    def blocks(self, rows: int) -> int:
+        """A window given in rows, as a whole number of blocks (at least one)."""
+        return max(1, math.ceil(rows / self.block_rows))
+
+
+def load_rules_file(path: str | Path, base: AlertConfig | None = None) -> AlertConfig:
+    """Read a TOML thresholds file over `base` (defaults). RulesError on any problem."""
+    try:
+        with open(path, "rb") as f:
+            document = tomllib.load(f)
+    except OSError as e:
+        raise RulesError(f"cannot read rules file {path}: {e.strerror or e}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise RulesError(f"rules file {path} is not valid TOML: {e}") from e
+    return (base or AlertConfig()).merged(document, str(path))
+
+
+def config_for_run(base: AlertConfig, info: Mapping[str, Any] | None, source: str) -> AlertConfig:
+    """`base` with the run's own `alerts` section of run.json (if any) applied on top."""
+    overrides = (info or {}).get("alerts")
+    if overrides is None:
+        return base
+    if not isinstance(overrides, Mapping):
+        raise RulesError(f"{source}: 'alerts' must be an object, got {type(overrides).__name__}")
+    return base.merged(overrides, source)
+
+
+def _merge(obj: Any, overrides: Mapping[str, Any], source: str, prefix: str) -> Any:
+    known = {f.name: f for f in dataclasses.fields(obj)}
+    changes: dict[str, Any] = {}
+    for key, value in overrides.items():
+        path = f"{prefix}{key}"
+        if key not in known:
+            raise RulesError(
+                f"{source}: unknown key '{path}' (known here: {', '.join(sorted(known))})"
+            )
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, Mapping):
+                raise RulesError(f"{source}: '{path}' must be a table of settings")
+            changes[key] = _merge(current, value, source, f"{path}.")
+        else:
+            changes[key] = _coerce(current, value, source, path)
+    return dataclasses.replace(obj, **changes)
+
+
+def _coerce(current: Any, value: Any, source: str, path: str) -> Any:
+    """Check `value` has the type of the default it replaces (ints may stand for floats)."""
+    def bad(expected: str) -> RulesError:
+        return RulesError(f"{source}: '{path}' must be {expected}, got {value!r}")
+
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if isinstance(current, int):
+        low = 1 if path.endswith("block_rows") else 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise bad(f"a whole number >= {low}")
+        return value
+    if isinstance(current, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad("a number")
+        if not math.isfinite(value):
+            raise bad("a finite number")
+        return float(value)
+    if isinstance(current, tuple):
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise bad("a list of strings")
+        return tuple(value)
+    if not isinstance(value, str):
+        raise bad("a string")
+    if path.endswith("severity") and value not in SEVERITIES:
+        raise bad(f"one of {', '.join(SEVERITIES)}")
+    return value
