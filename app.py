@@ -1,0 +1,398 @@
+"""klwatch dashboard — layout only.
+
+    streamlit run app.py                                   # sample_runs/ and runs/
+    streamlit run app.py -- --root /mnt/rlhf --root runs   # other roots (repeatable)
+    KLWATCH_ROOTS=/a:/b streamlit run app.py               # same, from the environment
+    streamlit run app.py -- --root /nfs/runs --poll        # network disks: poll, no inotify
+
+Reading runs (monitor.store), alerts (monitor.alerts), figures (monitor.charts) and view
+logic (monitor.views) live in monitor/; this script only places them on the page.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from monitor import charts, views
+from monitor.store import RunStore
+
+APP_DIR = Path(__file__).resolve().parent
+LIVE_INTERVAL_S = 1.0  # the issue's target: a new record on screen within ~1 s
+SAMPLES_SHOWN = 20
+PLOTLY_CONFIG = {
+    "displaylogo": False,
+    # The toolbar's camera button exports PNG at 2× for slides and incident notes.
+    "toImageButtonOptions": {"format": "png", "scale": 2},
+}
+log = logging.getLogger("klwatch.app")
+
+
+@st.cache_resource(show_spinner=False)
+def get_store(roots: tuple[str, ...], poll: bool) -> RunStore:
+    """One RunStore per server process (per root set): every viewer shares its reads."""
+    return RunStore(roots, poll=poll)
+
+
+def app_config() -> views.AppConfig:
+    return views.parse_app_args(sys.argv[1:], os.environ, views.default_roots(APP_DIR))
+
+
+# -- URL state -----------------------------------------------------------------------------
+
+
+def load_url_state(store: RunStore, summaries: dict[str, Any]) -> None:
+    """Once per session: put the URL's view into the widgets' session state."""
+    if st.session_state.get("_url_loaded"):
+        return
+    st.session_state["_url_loaded"] = True
+    view = views.view_from_query(st.query_params.get_all)
+    names = {rid: s.name for rid, s in summaries.items()}
+    found, missing = views.resolve_runs(view.runs, list(summaries), names)
+    st.session_state["missing_runs"] = missing
+    if len(found) >= 2:
+        st.session_state["compare"] = found
+    if found:
+        st.session_state["run"] = found[0]
+    elif not missing and summaries:
+        # No run asked for: open the most recently written one (what you want at 3 a.m.).
+        latest = max(summaries.values(), key=lambda s: s.last_write or 0.0)
+        st.session_state["run"] = latest.run_id
+    st.session_state["series"] = view.series
+    st.session_state["metric"] = view.metric
+    st.session_state["log_y"] = view.log_y
+    st.session_state["smoothing"] = view.smoothing
+
+
+def save_url_state(runs: list[str]) -> None:
+    view = views.ViewState(
+        runs=runs,
+        series=list(st.session_state.get("series") or []),
+        metric=st.session_state.get("metric") or "kl_mean",
+        log_y=bool(st.session_state.get("log_y")),
+        smoothing=float(st.session_state.get("smoothing") or 0.0),
+    )
+    params = views.view_to_query(view)
+    current = {k: st.query_params.get_all(k) for k in st.query_params}
+    wanted = {k: v if isinstance(v, list) else [v] for k, v in params.items()}
+    if current != wanted:  # writing unchanged params would push browser history entries
+        st.query_params.from_dict(params)
+
+
+def _clear_missing() -> None:
+    st.session_state["missing_runs"] = []
+
+
+# -- sidebar -------------------------------------------------------------------------------
+
+
+def sidebar(store: RunStore, summaries: dict[str, Any], config: views.AppConfig) -> None:
+    st.sidebar.title("klwatch")
+    st.sidebar.caption("Roots: " + views.escape_markdown(", ".join(config.roots)))
+    if not summaries:
+        st.sidebar.info("No runs found yet. A run is a directory holding metrics.jsonl.")
+        return
+    text = st.sidebar.text_input("Filter runs", key="filter", placeholder="name or path")
+    names = {rid: s.name for rid, s in summaries.items()}
+    shown = views.filter_runs(list(summaries), names, text)
+    current = st.session_state.get("run")
+    if current in summaries and current not in shown:
+        shown.append(current)  # keep the open run selectable while filtering
+    now = time.time()
+    labels = {rid: views.run_label(summaries[rid], now) for rid in shown}
+    st.sidebar.radio(
+        f"Runs ({len(shown)} of {len(summaries)})",
+        shown,
+        index=None,
+        key="run",
+        format_func=lambda rid: views.escape_markdown(labels[rid]),
+        on_change=_clear_missing,
+    )
+    compare_options = list(dict.fromkeys([*shown, *st.session_state.get("compare", [])]))
+    st.sidebar.multiselect(
+        "Compare runs",
+        [rid for rid in compare_options if rid in summaries],
+        key="compare",
+        placeholder="pick two or more",
+        on_change=_clear_missing,
+    )
+
+
+# -- run page ------------------------------------------------------------------------------
+
+
+def engine_alerts(entry: Any) -> tuple[list[Any], bool]:
+    """(all alerts, stall included; whether an alert engine is running)."""
+    engine, run = entry.engine, entry.run
+    if engine is None or run is None:
+        return [], False
+    stalled = engine.check_stall(run)
+    alerts = list(engine.alerts)
+    if stalled is not None and stalled not in alerts:
+        alerts.append(stalled)
+    return alerts, True
+
+
+def health_banner(alerts: list[Any], engine_ready: bool) -> None:
+    verdict = views.health(alerts, engine_ready)
+    body = views.escape_markdown(verdict.headline)
+    if verdict.details:
+        body += "  \n" + "  \n".join(views.escape_markdown(d) for d in verdict.details[:5])
+    show = {"critical": st.error, "warning": st.warning}.get(verdict.level, st.success)
+    show(body, icon={"critical": "🚨", "warning": "⚠️"}.get(verdict.level, "✅"))
+
+
+def chart_options() -> charts.ChartOptions:
+    left, right = st.columns([1, 3])
+    left.toggle("Log y", key="log_y")
+    right.slider("Smoothing (EMA weight)", 0.0, views.SMOOTHING_MAX, step=0.01, key="smoothing")
+    smoothing = float(st.session_state.get("smoothing") or 0.0)
+    return charts.ChartOptions(log_y=bool(st.session_state.get("log_y")), smoothing=smoothing)
+
+
+def run_page(store: RunStore, run_id: str) -> None:
+    entry = store.get(run_id)
+    if entry is None or entry.run is None:
+        st.error(f"Run {views.escape_markdown(run_id)} is no longer among the discovered runs.")
+        return
+    run = entry.run
+    st.header(views.escape_markdown(run.name), anchor=False)
+    st.caption(
+        views.escape_markdown(
+            f"{run_id} · {run.status()} · {run.n_rows:,} steps"
+            + (f" · last step {run.last_step:,}" if run.last_step is not None else "")
+        )
+    )
+    if run.read_error:
+        st.error("Cannot read this run: " + views.escape_markdown(run.read_error))
+    alerts, engine_ready = engine_alerts(entry)
+    health_banner(alerts, engine_ready)
+    if run.n_rows == 0:
+        st.info("No records yet: the charts appear with the first step.")
+    else:
+        run_charts(run, entry, alerts)
+    run_tabs(run, alerts)
+
+
+def run_charts(run: Any, entry: Any, alerts: list[Any]) -> None:
+    options = chart_options()
+    extras = charts.extra_series_names(run.series_names)
+    # Keep URL-chosen series the run does not have out of the widget (it would reject them).
+    st.session_state["series"] = [s for s in st.session_state.get("series", []) if s in extras]
+    figures = charts.run_figures(
+        run,
+        alerts,
+        options,
+        extra=st.session_state["series"],
+        thresholds=getattr(entry.engine, "th", None),
+    )
+    st.plotly_chart(figures["kl"], key="chart_kl", config=PLOTLY_CONFIG)
+    left, right = st.columns(2)
+    left.plotly_chart(figures["beta"], key="chart_beta", config=PLOTLY_CONFIG)
+    right.plotly_chart(figures["reward"], key="chart_reward", config=PLOTLY_CONFIG)
+    if extras:
+        st.multiselect("Other series", extras, key="series", placeholder="entropy, lengths …")
+        if "extra" in figures:
+            st.plotly_chart(figures["extra"], key="chart_extra", config=PLOTLY_CONFIG)
+
+
+def run_tabs(run: Any, alerts: list[Any]) -> None:
+    n_active = len(views.active_alerts(alerts))
+    problems = run.problems
+    tab_alerts, tab_samples, tab_config, tab_problems, tab_data = st.tabs(
+        [
+            f"Alerts ({n_active} active, {len(alerts)} total)",
+            "Samples",
+            "Config",
+            f"Problems ({run.skipped} lines skipped)" if problems else "Problems",
+            "Data",
+        ]
+    )
+    with tab_alerts:
+        if alerts:
+            st.dataframe(views.alerts_frame(alerts), hide_index=True, key="alerts_table")
+        else:
+            st.caption("No alerts so far.")
+    with tab_samples:
+        samples = run.samples(SAMPLES_SHOWN)
+        if samples:
+            st.dataframe(views.samples_frame(samples), hide_index=True)
+        else:
+            st.caption("No samples.jsonl in this run.")
+    with tab_config:
+        st.json(run.info or {}, expanded=2)
+    with tab_problems:
+        if problems:
+            st.dataframe(views.problems_frame(problems), hide_index=True)
+        else:
+            st.caption("No problems: every line parsed.")
+    with tab_data:
+        csv_download(run)
+
+
+def csv_download(run: Any) -> None:
+    st.download_button(
+        "Download metrics CSV",
+        # A callable defers building the CSV (100 MB for 1M steps) until it is clicked.
+        data=lambda: run.metrics.to_csv(index=False).encode(),
+        file_name=f"{run.path.name}-metrics.csv",
+        mime="text/csv",
+        on_click="ignore",
+        key="csv",
+    )
+    st.caption(f"{run.n_rows:,} rows × {len(run.series_names) + 1} columns.")
+
+
+# -- compare -------------------------------------------------------------------------------
+
+
+def compare_page(store: RunStore, run_ids: list[str]) -> None:
+    st.header("Compare runs", anchor=False)
+    loaded = []
+    for rid in run_ids:
+        entry = store.get(rid)
+        if entry is None or entry.run is None:
+            st.warning(f"Run {views.escape_markdown(rid)} is no longer discovered.")
+            continue
+        loaded.append((rid, entry))
+    names = sorted({n for _, e in loaded for n in e.run.series_names if n != "time"})
+    if not names:
+        st.info("None of these runs has records yet.")
+        return
+    if st.session_state.get("metric") not in names:
+        st.session_state["metric"] = "kl_mean" if "kl_mean" in names else names[0]
+    st.selectbox("Series", names, key="metric")
+    options = chart_options()
+    metric = st.session_state["metric"]
+    series = []
+    for rid, entry in loaded:
+        data = charts.consistent_columns(entry.run, [metric])
+        series.append(charts.CompareSeries(rid, data["step"], data[metric]))
+    fig = charts.compare_figure(series, metric, options)
+    st.plotly_chart(fig, key="chart_compare", config=PLOTLY_CONFIG)
+    st.dataframe(compare_table(loaded), hide_index=True)
+
+
+def compare_table(loaded: list[tuple[str, Any]]) -> Any:
+    import pandas as pd
+
+    rows = []
+    for rid, entry in loaded:
+        alerts, _ = engine_alerts(entry)
+        active = views.active_alerts(alerts)
+        rows.append(
+            {
+                "run": rid,
+                "status": entry.run.status(),
+                "last step": entry.run.last_step,
+                "active alerts": len(active),
+                "worst": active[0].severity if active else "",
+                "rules": ", ".join(dict.fromkeys(a.rule for a in active)),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+# -- live ----------------------------------------------------------------------------------
+
+
+def render_keys(store: RunStore, run_ids: list[str]) -> dict[str, Any]:
+    keys = {}
+    for rid in run_ids:
+        entry = store.entry(rid)
+        if entry is not None and entry.run is not None:
+            keys[rid] = views.render_key(entry, entry.run.status())
+    return keys
+
+
+def live_ticker(store: RunStore, run_ids: list[str]) -> None:
+    """Every second: read what the trainer appended; redraw the page only if it changed.
+
+    The ticker itself is tiny (a caption), so an idle or finished run costs nothing to
+    watch; the charts are only re-sent when this viewer's copy is out of date. The version
+    is compared per session (not just store.refresh's bool): with several viewers on one
+    store, the first viewer's refresh would otherwise hide the change from the others.
+    """
+    paused = bool(st.session_state.get("paused"))
+
+    @st.fragment(run_every=None if paused else LIVE_INTERVAL_S)
+    def ticker() -> None:
+        changed = any([store.refresh(rid) for rid in run_ids])
+        keys = render_keys(store, run_ids)
+        if not st.session_state.get("_full_run") and (
+            changed or keys != st.session_state.get("_rendered")
+        ):
+            st.rerun()  # the whole page: charts, banner, tables and sidebar
+        st.caption(live_caption(store, run_ids, paused))
+
+    ticker()
+
+
+def live_caption(store: RunStore, run_ids: list[str], paused: bool) -> str:
+    ages = []
+    for rid in run_ids:
+        entry = store.entry(rid)
+        if entry is not None and entry.run is not None:
+            age = entry.run.seconds_since_write()
+            if age is not None:
+                ages.append(age)
+    updated = f"updated {views.format_age(min(ages))} ago" if ages else "no data yet"
+    return f"{'⏸ paused' if paused else '🔴 live'} · {updated}"
+
+
+# -- page ----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    st.set_page_config(page_title="klwatch", page_icon="📈", layout="wide")
+    config = app_config()
+    store = get_store(config.roots, config.poll)
+    summaries = {s.run_id: s for s in store.summaries()}
+    load_url_state(store, summaries)
+    sidebar(store, summaries, config)
+
+    for missing in st.session_state.get("missing_runs", []):
+        st.error(
+            f"No run named “{views.escape_markdown(missing)}” among the runs discovered under "
+            "the configured roots. Pick a run in the sidebar."
+        )
+    compare = [r for r in st.session_state.get("compare", []) if r in summaries]
+    run_id = st.session_state.get("run")
+    if len(compare) >= 2:
+        shown = compare
+    elif run_id in summaries and not st.session_state.get("missing_runs"):
+        shown = [run_id]
+    else:
+        shown = []
+    if not summaries:
+        st.info("No runs found under " + views.escape_markdown(", ".join(config.roots)))
+
+    top_left, top_right = st.columns([3, 1])
+    with top_right:
+        st.toggle("Pause live updates", key="paused")
+    try:
+        if len(shown) >= 2:
+            compare_page(store, shown)
+        elif shown:
+            run_page(store, shown[0])
+    except Exception as e:  # never a traceback on the page: say what failed, log the rest
+        log.exception("rendering %s failed", shown)
+        st.error(
+            f"Could not show {views.escape_markdown(', '.join(shown))}: "
+            f"{views.escape_markdown(type(e).__name__)}: {views.escape_markdown(e)}"
+        )
+    save_url_state(shown if shown else list(st.session_state.get("missing_runs", [])))
+    st.session_state["_rendered"] = render_keys(store, shown)
+    with top_left:
+        st.session_state["_full_run"] = True
+        live_ticker(store, shown)
+        st.session_state["_full_run"] = False
+
+
+main()

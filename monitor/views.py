@@ -1,0 +1,301 @@
+"""View logic for the dashboard that is worth testing without a browser: roots from the
+command line, URL state, run lookup, the health verdict, tables and labels.
+
+No Streamlit here either: app.py is layout only and calls these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+STATUS_ICONS = {
+    "running": "🟢",
+    "finished": "✅",
+    "failed": "🔴",
+    "stalled": "🟠",
+    "unknown": "⚪",
+}
+SEVERITY_ICONS = {"info": "🔵", "warning": "🟠", "critical": "🔴"}
+SMOOTHING_MAX = 0.99  # TensorBoard's slider stops short of 1 (weight 1 = a flat line)
+MAX_URL_RUNS = 8  # a compare view of more runs than this is unreadable anyway
+
+
+# -- roots ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    roots: tuple[str, ...]
+    poll: bool = False
+
+
+def default_roots(app_dir: Path) -> tuple[str, ...]:
+    return (str(app_dir / "sample_runs"), str(app_dir / "runs"))
+
+
+def parse_app_args(
+    argv: Sequence[str], env: Mapping[str, str], defaults: Sequence[str]
+) -> AppConfig:
+    """Roots from `--root DIR` (repeatable) and KLWATCH_ROOTS (os.pathsep-separated).
+
+    Given roots replace the defaults (sample_runs/ and runs/), so pointing the dashboard at
+    one share shows that share only. Unknown arguments are ignored: Streamlit may pass its
+    own through.
+    """
+    parser = argparse.ArgumentParser(prog="app.py", add_help=False)
+    parser.add_argument("--root", action="append", default=[])
+    parser.add_argument("--poll", action="store_true")
+    args, _ = parser.parse_known_args(list(argv))
+    from_env = [p for p in env.get("KLWATCH_ROOTS", "").split(os.pathsep) if p.strip()]
+    roots = [*args.root, *from_env] or list(defaults)
+    unique = tuple(dict.fromkeys(os.path.abspath(r) for r in roots))
+    return AppConfig(unique, args.poll or env.get("KLWATCH_POLL", "") not in ("", "0"))
+
+
+# -- URL state -----------------------------------------------------------------------------
+
+
+@dataclass
+class ViewState:
+    """What a shared link reproduces: the runs, the series and the chart options."""
+
+    runs: list[str] = field(default_factory=list)
+    series: list[str] = field(default_factory=list)  # extra series on the run page
+    metric: str = "kl_mean"  # the compared series
+    log_y: bool = False
+    smoothing: float = 0.0
+
+
+def view_from_query(get_all: Callable[[str], list[str]]) -> ViewState:
+    """Read the URL (`?run=A&run=B&series=entropy&log=1&smooth=0.6&metric=kl_max`).
+
+    Values are only parsed here; run names are checked against discovered runs later.
+    """
+    runs = list(dict.fromkeys(r for r in get_all("run") if r))[:MAX_URL_RUNS]
+    series = list(dict.fromkeys(s for s in get_all("series") if s))
+    metric = next(iter(get_all("metric")), "kl_mean") or "kl_mean"
+    log_y = next(iter(get_all("log")), "0") in ("1", "true", "yes")
+    return ViewState(runs, series, metric, log_y, _parse_smoothing(get_all("smooth")))
+
+
+def _parse_smoothing(values: list[str]) -> float:
+    try:
+        value = float(values[0]) if values else 0.0
+    except ValueError:
+        return 0.0
+    return min(max(value, 0.0), SMOOTHING_MAX) if math.isfinite(value) else 0.0
+
+
+def view_to_query(view: ViewState) -> dict[str, str | list[str]]:
+    """The URL parameters for `view`; defaults are left out so links stay short."""
+    params: dict[str, str | list[str]] = {}
+    if view.runs:
+        params["run"] = list(view.runs)
+    if view.series:
+        params["series"] = list(view.series)
+    if len(view.runs) > 1 and view.metric != "kl_mean":
+        params["metric"] = view.metric
+    if view.log_y:
+        params["log"] = "1"
+    if view.smoothing > 0:
+        params["smooth"] = f"{view.smoothing:g}"
+    return params
+
+
+# -- run lookup ----------------------------------------------------------------------------
+
+
+def resolve_runs(
+    requested: Iterable[str], run_ids: Sequence[str], names: Mapping[str, str] | None = None
+) -> tuple[list[str], list[str]]:
+    """(found run ids, names not found). Only ever compares strings with discovered runs:
+    a URL value is never joined onto a path. Matches the run id, else a unique run name
+    from run.json or a unique last path component (so `?run=adaptive-kl` works)."""
+    known = set(run_ids)
+    found: list[str] = []
+    missing: list[str] = []
+    for wanted in requested:
+        match = wanted if wanted in known else _unique_alias(wanted, run_ids, names or {})
+        if match is None:
+            missing.append(wanted)
+        elif match not in found:
+            found.append(match)
+    return found, missing
+
+
+def _unique_alias(wanted: str, run_ids: Sequence[str], names: Mapping[str, str]) -> str | None:
+    hits = [rid for rid in run_ids if names.get(rid) == wanted or rid.rsplit("/", 1)[-1] == wanted]
+    return hits[0] if len(hits) == 1 else None
+
+
+def filter_runs(run_ids: Sequence[str], names: Mapping[str, str], text: str) -> list[str]:
+    """Runs whose id or name contains every word of `text` (case-insensitive)."""
+    words = text.lower().split()
+    if not words:
+        return list(run_ids)
+    return [
+        rid
+        for rid in run_ids
+        if all(w in rid.lower() or w in names.get(rid, "").lower() for w in words)
+    ]
+
+
+# -- health --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Health:
+    level: str  # healthy | warning | critical
+    headline: str
+    details: list[str]
+
+
+def active_alerts(alerts: Iterable[Any]) -> list[Any]:
+    """Active alerts (end_step None), worst first, each once."""
+    seen: set[tuple[str, str, int]] = set()
+    active = []
+    for alert in alerts:
+        key = (alert.rule, alert.metric, alert.step)
+        if alert.end_step is None and key not in seen:
+            seen.add(key)
+            active.append(alert)
+    return sorted(active, key=lambda a: (-SEVERITY_RANK.get(a.severity, 0), -a.step))
+
+
+def health(alerts: Iterable[Any], engine_ready: bool = True) -> Health:
+    """The banner: critical/warning when such alerts are active, else healthy.
+
+    Info alerts alone leave the run healthy (they are worth reading, not acting on).
+    """
+    active = active_alerts(alerts)
+    worst = max((SEVERITY_RANK.get(a.severity, 0) for a in active), default=0)
+    details = [f"{a.rule} (step {a.step}): {a.message}" for a in active]
+    if worst >= SEVERITY_RANK["critical"]:
+        return Health("critical", f"Critical: {_rule_list(active)}", details)
+    if worst >= SEVERITY_RANK["warning"]:
+        return Health("warning", f"Warning: {_rule_list(active)}", details)
+    if not engine_ready:
+        return Health("healthy", "No alert engine available: alerts are not checked", [])
+    headline = "Healthy: no active alerts"
+    if active:
+        headline = f"Healthy (notes: {_rule_list(active)})"
+    return Health("healthy", headline, details)
+
+
+def _rule_list(alerts: Sequence[Any]) -> str:
+    rules = list(dict.fromkeys(a.rule for a in alerts))
+    return ", ".join(rules[:5]) + (f" and {len(rules) - 5} more" if len(rules) > 5 else "")
+
+
+ALERT_COLUMNS = ["active", "severity", "rule", "step", "end_step", "metric", "value", "message"]
+
+
+def alerts_frame(alerts: Iterable[Any]) -> pd.DataFrame:
+    """The alerts table: active first, then worst, then most recent."""
+    rows = [
+        {
+            "active": a.end_step is None,
+            "severity": a.severity,
+            "rule": a.rule,
+            "step": int(a.step),
+            "end_step": None if a.end_step is None else int(a.end_step),
+            "metric": a.metric,
+            "value": float(a.value) if isinstance(a.value, (int, float)) else math.nan,
+            "message": a.message,
+        }
+        for a in alerts
+    ]
+    frame = pd.DataFrame(rows, columns=ALERT_COLUMNS)
+    if frame.empty:
+        return frame
+    frame["end_step"] = frame["end_step"].astype("Int64")
+    rank = frame["severity"].map(SEVERITY_RANK).fillna(0)
+    order = frame.assign(_rank=rank).sort_values(
+        ["active", "_rank", "step"], ascending=[False, False, False]
+    )
+    return order.drop(columns="_rank").reset_index(drop=True)
+
+
+def samples_frame(samples: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Latest samples, newest first; every value as text (a sample is untrusted text)."""
+    if not samples:
+        return pd.DataFrame()
+    rows = [{k: _cell(v) for k, v in s.items() if k != "time"} for s in reversed(samples)]
+    return pd.DataFrame(rows)
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    return value if isinstance(value, str) else str(value)
+
+
+def problems_frame(problems: Iterable[Any]) -> pd.DataFrame:
+    rows = [{"file": p.file, "line": p.line, "problem": p.reason} for p in problems]
+    return pd.DataFrame(rows, columns=["file", "line", "problem"])
+
+
+# -- labels --------------------------------------------------------------------------------
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$=^&\"'])")
+
+
+def escape_markdown(text: object) -> str:
+    """Text that Streamlit's markdown shows literally: every ASCII punctuation character
+    that markdown (or Streamlit's :color[] / :icon: syntax, or HTML) could act on is
+    backslash-escaped, and line breaks become spaces (a run name is one line)."""
+    flat = " ".join(str(text).split())
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", flat)
+
+
+def format_age(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "never"
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 36 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def run_label(summary: Any, now: float | None = None) -> str:
+    """One sidebar line: status, name, last step, age of the last write, alerts.
+
+    Plain text; the caller escapes it where it is rendered as markdown.
+    """
+    now = time.time() if now is None else now
+    icon = STATUS_ICONS.get(summary.status, "⚪")
+    parts = [f"{icon} {summary.run_id}"]
+    if summary.name and summary.name != summary.run_id.rsplit("/", 1)[-1]:
+        parts[0] += f" ({summary.name})"
+    parts.append(summary.status)
+    parts.append("no steps" if summary.last_step is None else f"step {summary.last_step:,}")
+    age = None if summary.last_write is None else now - summary.last_write
+    parts.append(f"{format_age(age)} ago" if age is not None else "never written")
+    if summary.alert_count:
+        sev = summary.worst_severity or "info"
+        parts.append(f"{SEVERITY_ICONS.get(sev, '')} {summary.alert_count} {sev}")
+    if summary.problem:
+        parts.append("⚠ unreadable" if summary.rows is None else "⚠ problems")
+    return " · ".join(parts)
+
+
+def render_key(entry: Any, status: str) -> tuple[Any, ...]:
+    """What a viewer compares to know whether to redraw: the run's content version (new
+    rows, rewrites, run.json, read errors), its alert tally and its status (stalled comes
+    from the clock alone)."""
+    return (tuple(entry.version), entry.alert_count, entry.worst_severity, status)
