@@ -1,0 +1,295 @@
+"""The dashboard's page logic through Streamlit's AppTest (no browser): runs listed, run
+chosen from the URL, alerts shown, bad input answered with a message, compare mode."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from monitor import RunWriter
+from tests.conftest import write_steps
+
+APP = Path(__file__).resolve().parents[1] / "app.py"
+NAN = float("nan")
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty root the app is pointed at (and only it: given roots replace defaults)."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    monkeypatch.setenv("KLWATCH_ROOTS", str(root))
+    return root
+
+
+def open_app(**query: str | list[str]) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=30)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def qp(at: AppTest, key: str) -> list[str]:
+    """A URL parameter as a list (AppTest keeps a lone value as a plain string)."""
+    value = at.query_params.get(key, [])
+    return [value] if isinstance(value, str) else list(value)
+
+
+def texts(elements: object) -> list[str]:
+    return [str(e.value) for e in elements]  # type: ignore[attr-defined]
+
+
+def unescape(text: str) -> str:
+    return text.replace("\\", "")
+
+
+def has_alerts() -> bool:
+    try:
+        import monitor.alerts  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_alerts = pytest.mark.skipif(not has_alerts(), reason="monitor.alerts not built yet")
+
+
+def add_nan(run_dir: Path, step: int) -> None:
+    writer = RunWriter(run_dir)
+    writer.log(step, kl_mean=NAN, kl_max=NAN, beta=0.1, reward_mean=0.5)
+    writer.close()
+
+
+# -- listing and choosing ------------------------------------------------------------------
+
+
+def test_runs_are_listed_with_status_and_last_step(root: Path, make_run: Callable) -> None:
+    make_run(root, "alpha", steps=120)
+    make_run(root, "bravo", steps=80, status="failed")
+    at = open_app()
+    radio = at.sidebar.radio[0]
+    assert radio.options == [radio.options[0], radio.options[1]]
+    labels = [unescape(o) for o in radio.options]
+    assert any("runs/alpha" in o and "finished" in o and "step 119" in o for o in labels)
+    assert any("runs/bravo" in o and "failed" in o and "step 79" in o for o in labels)
+    assert "ago" in labels[0]
+
+
+def test_run_chosen_from_url(root: Path, make_run: Callable) -> None:
+    make_run(root, "alpha")
+    make_run(root, "bravo")
+    at = open_app(run="runs/bravo")
+    assert at.sidebar.radio[0].value == "runs/bravo"
+    assert unescape(at.header[0].value) == "bravo"
+    assert qp(at, "run") == ["runs/bravo"]
+    # A short name is looked up among discovered runs too.
+    at = open_app(run="alpha")
+    assert at.sidebar.radio[0].value == "runs/alpha"
+
+
+def test_without_url_the_latest_run_opens_and_goes_into_the_url(
+    root: Path, make_run: Callable
+) -> None:
+    import os
+
+    old = make_run(root, "old")
+    make_run(root, "new")
+    os.utime(old / "metrics.jsonl", (1_000_000_000, 1_000_000_000))
+    at = open_app()
+    assert at.sidebar.radio[0].value == "runs/new"
+    assert qp(at, "run") == ["runs/new"]
+
+
+def test_text_filter_narrows_the_list(root: Path, make_run: Callable) -> None:
+    for name in ("ppo-adaptive", "ppo-fixed", "grpo"):
+        make_run(root, name, steps=20)
+    at = open_app(run="grpo")
+    at.sidebar.text_input(key="filter").input("ppo").run()
+    options = [unescape(o) for o in at.sidebar.radio[0].options]
+    # The open run stays selectable while filtering.
+    assert sorted(o.split(" · ")[0][2:] for o in options) == [
+        "runs/grpo",
+        "runs/ppo-adaptive",
+        "runs/ppo-fixed",
+    ]
+    at.sidebar.text_input(key="filter").input("fixed").run()
+    assert len(at.sidebar.radio[0].options) == 2
+
+
+def test_picking_another_run_updates_the_page_and_url(root: Path, make_run: Callable) -> None:
+    make_run(root, "alpha")
+    make_run(root, "bravo")
+    at = open_app(run="runs/alpha")
+    at.sidebar.radio[0].set_value("runs/bravo").run()
+    assert unescape(at.header[0].value) == "bravo"
+    assert qp(at, "run") == ["runs/bravo"]
+
+
+# -- the run page --------------------------------------------------------------------------
+
+
+def test_run_page_parts(root: Path, make_run: Callable) -> None:
+    make_run(root, "alpha", samples=True)
+    at = open_app(run="runs/alpha")
+    kinds = [el.type for el in at.main]  # top-level blocks exist, charts are inside them
+    assert kinds
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 3  # KL, β, reward
+    kl_spec = json.loads(charts[0].proto.spec)
+    names = [t.get("name") for t in kl_spec["data"]]
+    assert "kl_mean" in names and "kl_max" in names
+    assert at.toggle(key="log_y") is not None and at.slider(key="smoothing") is not None
+    assert at.multiselect(key="series").options == ["entropy"]
+    tabs = [t.label for t in at.tabs]
+    assert any(t.startswith("Alerts") for t in tabs) and "Config" in tabs
+    assert len(at.get("download_button")) == 1
+    config = json.loads(at.json[0].proto.body)
+    assert config["name"] == "alpha" and config["kl"]["target"] == 0.05
+    samples = at.dataframe[-1].value if at.dataframe else None
+    assert samples is not None
+    assert any("sat **bold**" in str(v) for v in samples.to_numpy().ravel())
+
+
+@needs_alerts
+def test_alerts_are_shown_in_banner_chart_and_table(root: Path, make_run: Callable) -> None:
+    run_dir = make_run(root, "diverged", steps=200)
+    add_nan(run_dir, 200)
+    at = open_app(run="runs/diverged")
+    banner = unescape(" ".join(texts(at.error)))
+    assert "Critical" in banner and "kl_nonfinite" in banner
+    table = at.dataframe[0].value
+    assert "kl_nonfinite" in set(table["rule"])
+    assert {"rule", "severity", "step", "end_step", "message"} <= set(table.columns)
+    kl_spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    markers = [t for t in kl_spec["data"] if t.get("name") == "critical alerts"]
+    assert markers and 200 in markers[0]["x"]
+
+
+@needs_alerts
+def test_healthy_run_says_healthy(root: Path, make_run: Callable) -> None:
+    make_run(root, "calm", steps=150)
+    at = open_app(run="runs/calm")
+    assert any("Healthy" in unescape(t) for t in texts(at.success))
+    assert not at.error
+
+
+def test_new_records_show_on_the_next_run(root: Path, make_run: Callable) -> None:
+    run_dir = make_run(root, "live", steps=50, status=None)
+    at = open_app(run="runs/live")
+    assert "50 steps" in unescape(at.caption[1].value) or any(
+        "50 steps" in unescape(c) for c in texts(at.caption)
+    )
+    writer = RunWriter(run_dir)
+    write_steps(writer, 50, 60)
+    writer.close()
+    at.run()
+    assert any("60 steps" in unescape(c) for c in texts(at.caption))
+
+
+def test_url_options_reach_the_widgets_and_back(root: Path, make_run: Callable) -> None:
+    make_run(root, "alpha")
+    at = open_app(run="runs/alpha", log="1", smooth="0.6", series="entropy")
+    assert at.toggle(key="log_y").value is True
+    assert at.slider(key="smoothing").value == pytest.approx(0.6)
+    assert at.multiselect(key="series").value == ["entropy"]
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert specs[0]["layout"]["yaxis"]["type"] == "log"
+    assert len(specs) == 4  # the extra-series chart too
+    at.toggle(key="log_y").set_value(False).run()
+    assert "log" not in at.query_params
+    assert qp(at, "smooth") == ["0.6"]
+    assert qp(at, "series") == ["entropy"]
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["nope", "../../etc/passwd", "/etc", "runs/../../x"])
+def test_unknown_run_in_url_gives_a_message_not_a_traceback(
+    root: Path, make_run: Callable, name: str
+) -> None:
+    make_run(root, "alpha")
+    at = open_app(run=name)
+    message = unescape(" ".join(texts(at.error)))
+    assert "No run named" in message and name in message
+    assert not at.header  # no run page for a name we do not know
+    assert qp(at, "run") == [name]  # the link still says what was asked
+
+
+def test_unreadable_lines_are_listed_as_problems(root: Path, make_run: Callable) -> None:
+    run_dir = make_run(root, "messy", steps=30)
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('this is not json\n{"step": "x"}\n')
+    (run_dir / "run.json").write_text("{broken")
+    at = open_app(run="runs/messy")
+    problems = next(t for t in at.tabs if t.label.startswith("Problems"))
+    assert "2 lines skipped" in problems.label
+    frame = problems.dataframe[0].value
+    assert any("run.json" in str(f) for f in frame["file"])
+
+
+def test_run_without_records_says_so(root: Path) -> None:
+    run_dir = root / "empty"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text("")
+    at = open_app(run="runs/empty")
+    assert any("No records yet" in t for t in texts(at.info))
+
+
+def test_names_are_rendered_as_text(root: Path) -> None:
+    evil = "**bold** [click](http://x) :red[x] <b>hi</b>"
+    writer = RunWriter(root / "evil", config={}, name=evil)
+    write_steps(writer, 0, 20)
+    writer.close()
+    at = open_app(run="runs/evil")
+    header = at.header[0].value
+    assert unescape(header) == unescape(evil)
+    for token in ("*", "[", "]", "(", ":", "<"):
+        assert f"\\{token}" in header  # every markdown-active character escaped
+
+
+def test_no_runs_at_all(root: Path) -> None:
+    at = open_app()
+    assert any("No runs found" in t for t in texts(at.info))
+
+
+# -- compare -------------------------------------------------------------------------------
+
+
+def test_compare_from_url(root: Path, make_run: Callable) -> None:
+    make_run(root, "alpha", steps=100)
+    make_run(root, "bravo", steps=150)
+    at = open_app(run=["runs/alpha", "runs/bravo"])
+    assert at.header[0].value == "Compare runs"
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert [t["name"] for t in spec["data"]] == ["runs/alpha", "runs/bravo"]
+    assert at.selectbox(key="metric").value == "kl_mean"
+    at.selectbox(key="metric").set_value("beta").run()
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert spec["layout"]["title"]["text"].startswith("beta")
+    assert qp(at, "run") == ["runs/alpha", "runs/bravo"]
+    assert qp(at, "metric") == ["beta"]
+
+
+def test_compare_from_sidebar(root: Path, make_run: Callable) -> None:
+    make_run(root, "alpha", steps=100)
+    make_run(root, "bravo", steps=150)
+    at = open_app(run="runs/alpha")
+    at.sidebar.multiselect(key="compare").set_value(["runs/alpha", "runs/bravo"]).run()
+    assert at.header[0].value == "Compare runs"
+    table = at.dataframe[0].value
+    assert list(table["run"]) == ["runs/alpha", "runs/bravo"]
+    assert list(table["last step"]) == [99, 149]
+
+
+def test_compare_with_one_unknown_run(root: Path, make_run: Callable) -> None:
+    make_run(root, "alpha")
+    make_run(root, "bravo")
+    at = open_app(run=["runs/alpha", "ghost", "runs/bravo"])
+    assert any("ghost" in unescape(t) for t in texts(at.error))
