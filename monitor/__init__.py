@@ -3,17 +3,24 @@
 Importable without torch or streamlit (a dashboard server needs neither to read runs).
 """
 
+from monitor.alerts import Alert, AlertEngine, check_run
 from monitor.parse import Problem
+from monitor.rules import AlertConfig, RulesError
 from monitor.run import Run, load_run, open_run
 from monitor.runlog import REQUIRED_KEYS, SCHEMA_VERSION, RunLogError, RunWriter
 
 __all__ = [
     "REQUIRED_KEYS",
     "SCHEMA_VERSION",
+    "Alert",
+    "AlertConfig",
+    "AlertEngine",
     "Problem",
+    "RulesError",
     "Run",
     "RunLogError",
     "RunWriter",
+    "check_run",
     "load_run",
     "open_run",
 ]

@@ -26,7 +26,7 @@ from monitor.episodes import (
     trailing_mean,
     trailing_median,
 )
-from monitor.rules import AlertConfig, config_for_run
+from monitor.rules import RULE_IDS, AlertConfig, config_for_run
 from monitor.run import Run
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
@@ -120,7 +120,8 @@ class AlertEngine:
     @property
     def alerts(self) -> list[Alert]:
         """Every episode so far in the order raised; active ones have end_step None."""
-        return list(self._alerts) + ([self._stall] if self._stall else [])
+        found = self._alerts + ([self._stall] if self._stall else [])
+        return sorted(found, key=_alert_order)
 
     @property
     def rows_seen(self) -> int:
@@ -142,7 +143,7 @@ class AlertEngine:
         self._feed(run.steps[sl], columns)
         self._rows = n
         fresh = []
-        for alert in self._alerts[before:]:
+        for alert in sorted(self._alerts[before:], key=_alert_order):
             key = (alert.rule, alert.metric, alert.step)
             if key not in self._reported:
                 self._reported.add(key)
@@ -449,19 +450,19 @@ def _kl_growth(cfg: AlertConfig, th: Thresholds) -> _BlockRule | None:
     g = cfg.blocks(sec.segment_rows)
 
     def condition(stats: dict, ctx: dict, n: int) -> Condition:
-        # Mean of the block medians of the last g blocks, and of the two segments before it
-        # (block medians are already robust; their mean is the less noisy level).
-        seg = trailing_mean(ctx["level"], n + 2 * g, g)
-        early, mid, late = seg[: n], seg[g : g + n], seg[2 * g :]
+        # Mean of the block medians of the last g blocks and of the three segments before
+        # it (block medians are already robust; their mean is the less noisy level). Three
+        # rises in a row: a step up smoothed by the segment means makes at most two.
+        seg = trailing_mean(ctx["level"], n + 3 * g, g)
+        s0, s1, s2, s3 = seg[:n], seg[g : g + n], seg[2 * g : 2 * g + n], seg[3 * g :]
+        d0, d1, d2 = s1 - s0, s2 - s1, s3 - s2
+        rel, ratio = sec.min_relative_rise, sec.min_accel_ratio
         with np.errstate(invalid="ignore"):
-            d1, d2 = mid - early, late - mid
-            above = (late > th.growth_level) & (d1 > 0)
-            cond = above & (d2 >= sec.min_accel_ratio * d1) & (d2 >= sec.min_relative_rise * late)
+            above = (s3 > th.growth_level) & (d0 >= rel * s1) & (d1 >= rel * s2)
+            cond = above & (d1 >= ratio * d0) & (d2 >= ratio * d1) & (d2 >= rel * s3)
             # Once raised, it clears only when the rise has clearly slowed (noise hysteresis).
-            hold = above & (d2 >= 0.5 * sec.min_accel_ratio * d1) & (
-                d2 >= 0.5 * sec.min_relative_rise * late
-            )
-        return cond, {"late": late, "d2": d2, "hold": hold}
+            hold = (s3 > th.growth_level) & (d2 >= 0.5 * ratio * d1) & (d2 >= 0.5 * rel * s3)
+        return cond, {"late": s3, "d2": d2, "hold": hold}
 
     def message(event: Event, _stats: dict, v: dict) -> str:
         late, rise = v["late"][event.index], v["d2"][event.index]
@@ -472,7 +473,7 @@ def _kl_growth(cfg: AlertConfig, th: Thresholds) -> _BlockRule | None:
             "raise β or lower the learning rate before the policy runs away."
         )
 
-    return _BlockRule("kl_growth", sec.severity, "kl_mean", _episodes(cfg, sec), 3 * g, condition,
+    return _BlockRule("kl_growth", sec.severity, "kl_mean", _episodes(cfg, sec), 4 * g, condition,
                       message)
 
 
@@ -543,6 +544,11 @@ def _reward_hacking(cfg: AlertConfig, th: Thresholds) -> _BlockRule | None:
 
     return _BlockRule("reward_hacking", sec.severity, "kl_mean", _episodes(cfg, sec), 2 * h,
                       condition, message)
+
+
+def _alert_order(alert: Alert) -> tuple[int, int]:
+    """By first step, then rule: the same order however the rows were batched."""
+    return alert.step, RULE_IDS.index(alert.rule)
 
 
 def check_run(run: Run, config: AlertConfig | None = None, now: float | None = None) -> list[Alert]:

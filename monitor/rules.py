@@ -75,9 +75,9 @@ class SpikeConfig:
 class GrowthConfig:
     enabled: bool = True
     severity: str = "critical"
-    segment_rows: int = 400  # compare the rise in three consecutive segments of this length
+    segment_rows: int = 300  # compare the rises between four consecutive segments this long
     # Still climbing: the last segment rose at least this fraction of the one before…
-    min_accel_ratio: float = 0.7
+    min_accel_ratio: float = 0.6
     # …and by at least this fraction of the current level (per segment).
     min_relative_rise: float = 0.05
     # Counts only above the band, or above target × this when run.json has a target.

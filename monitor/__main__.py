@@ -1,0 +1,222 @@
+"""`python -m monitor check|watch PATH ...`: alerts for run directories, for CI, cron, a shell.
+
+check  one pass over every run found; exit 0 (nothing reaches --fail-on), 1 (something
+       does) or 2 (usage error, unreadable input — a message on stderr, never a traceback).
+watch  tail the runs and print each new alert as it is raised (Ctrl-C stops).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from monitor.alerts import SEVERITY_RANK, Alert, AlertEngine
+from monitor.discover import find_run_dirs
+from monitor.rules import AlertConfig, RulesError, load_rules_file
+from monitor.run import Run, load_run, open_run
+from monitor.runlog import METRICS_FILE
+
+EXIT_OK, EXIT_ALERT, EXIT_USAGE = 0, 1, 2
+PROGRESS_MIN_RUNS = 20  # a progress bar only when there are this many runs (and a TTY)
+
+
+class InputError(Exception):
+    """A PATH, rules file or run that cannot be read: reported on stderr, exit 2."""
+
+
+@dataclass
+class RunReport:
+    run: Run
+    alerts: list[Alert] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.run.path),
+            "name": self.run.name,
+            "rows": self.run.n_rows,
+            "last_step": self.run.last_step,
+            "skipped": self.run.skipped,
+            "alerts": [a.to_dict() for a in self.alerts],
+        }
+
+
+# -- finding runs -----------------------------------------------------------------------------
+
+
+def run_dirs(paths: Sequence[str]) -> list[Path]:
+    """Each PATH as a run directory, or the run directories below it (recursively)."""
+    found: dict[Path, None] = {}
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise InputError(f"{raw}: no such file or directory")
+        if not path.is_dir():
+            raise InputError(f"{raw}: not a directory (give a run directory or a root of runs)")
+        dirs = list(find_run_dirs(path))
+        if not dirs:
+            raise InputError(f"{raw}: no run directories (none holds {METRICS_FILE})")
+        found.update(dict.fromkeys(dirs))
+    return list(found)
+
+
+def _progress(items: list[Path], stream: TextIO) -> Iterator[Path]:
+    if len(items) < PROGRESS_MIN_RUNS or not stream.isatty():
+        return iter(items)
+    from tqdm import tqdm  # only for interactive use
+
+    return iter(tqdm(items, desc="checking runs", unit="run", file=stream))
+
+
+# -- check ------------------------------------------------------------------------------------
+
+
+def check_paths(paths: Sequence[str], config: AlertConfig, now: float | None = None,
+                stderr: TextIO = sys.stderr) -> list[RunReport]:
+    reports = []
+    for directory in _progress(run_dirs(paths), stderr):
+        try:
+            run = load_run(directory)
+        except OSError as e:
+            raise InputError(f"{directory}: cannot read the run ({e.strerror or e})") from e
+        engine = AlertEngine(config)
+        try:
+            engine.update(run)
+        except RulesError as e:
+            raise InputError(str(e)) from e
+        engine.check_stall(run, now)
+        reports.append(RunReport(run, engine.alerts))
+    return reports
+
+
+def fails(reports: Sequence[RunReport], fail_on: str) -> bool:
+    limit = SEVERITY_RANK[fail_on]
+    return any(SEVERITY_RANK[a.severity] >= limit for r in reports for a in r.alerts)
+
+
+def format_table(report: RunReport) -> str:
+    run = report.run
+    last = "-" if run.last_step is None else run.last_step
+    head = f"{run.name}  ({run.path})  rows {run.n_rows}, last step {last}"
+    if run.skipped:
+        head += f", {run.skipped} bad lines skipped"
+    if not report.alerts:
+        return head + "\n  no alerts"
+    rows = [("SEVERITY", "RULE", "STEP", "END", "METRIC", "VALUE", "MESSAGE")]
+    for a in report.alerts:
+        end = "active" if a.end_step is None else str(a.end_step)
+        rows.append((a.severity, a.rule, str(a.step), end, a.metric, f"{a.value:.4g}", a.message))
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    lines = ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[6]
+             for r in rows]
+    return "\n".join([head, *lines])
+
+
+def cmd_check(args: argparse.Namespace, config: AlertConfig) -> int:
+    reports = check_paths(args.paths, config)
+    if args.json:
+        document = {"runs": [r.to_dict() for r in reports]}
+        sys.stdout.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
+    else:
+        sys.stdout.write("\n\n".join(format_table(r) for r in reports) + "\n")
+    return EXIT_ALERT if fails(reports, args.fail_on) else EXIT_OK
+
+
+# -- watch ------------------------------------------------------------------------------------
+
+
+class Watcher:
+    """Polls run directories under PATHs: new runs are picked up, each refresh is fed to the
+    run's engine, and `poll()` returns the alerts raised since the previous poll."""
+
+    def __init__(self, paths: Sequence[str], config: AlertConfig) -> None:
+        self.paths = list(paths)
+        self.config = config
+        self.runs: dict[Path, tuple[Run, AlertEngine]] = {}
+        self._stalls_seen: set[tuple[Path, int]] = set()
+
+    def poll(self, now: float | None = None) -> list[tuple[Run, Alert]]:
+        for directory in run_dirs(self.paths):
+            if directory not in self.runs:
+                self.runs[directory] = (open_run(directory), AlertEngine(self.config))
+        fresh: list[tuple[Run, Alert]] = []
+        for run, engine in self.runs.values():
+            try:
+                run.refresh()
+            except OSError:
+                continue  # gone or unreadable for now; the next poll tries again
+            fresh.extend((run, a) for a in engine.update(run))
+            stall = engine.check_stall(run, now)
+            if stall is not None and (run.path, stall.step) not in self._stalls_seen:
+                self._stalls_seen.add((run.path, stall.step))
+                fresh.append((run, stall))
+        return fresh
+
+
+def format_line(run: Run, alert: Alert) -> str:
+    return f"[{alert.severity}] {run.name} step {alert.step} {alert.rule}: {alert.message}"
+
+
+def cmd_watch(args: argparse.Namespace, config: AlertConfig) -> int:
+    watcher = Watcher(args.paths, config)
+    cycle = 0
+    try:
+        while True:
+            for run, alert in watcher.poll():
+                if args.json:
+                    line = json.dumps({"path": str(run.path), **alert.to_dict()}, allow_nan=False)
+                else:
+                    line = format_line(run, alert)
+                print(line, flush=True)
+            cycle += 1
+            if args.iterations and cycle >= args.iterations:
+                return EXIT_OK
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+# -- entry point ------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 too; keep its usage line
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m monitor", description="klwatch: KL alerts for RLHF runs")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    check = sub.add_parser("check", help="check runs once; exit 1 if an alert reaches --fail-on")
+    watch = sub.add_parser("watch", help="tail runs and print new alerts as they appear")
+    for p in (check, watch):
+        p.add_argument("paths", nargs="+", metavar="PATH", help="run directory or root of runs")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.add_argument("--rules", metavar="FILE", help="TOML file overriding alert thresholds")
+    check.add_argument("--fail-on", choices=("warning", "critical"), default="warning",
+                       help="lowest severity that makes the exit status 1 (default: warning)")
+    watch.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
+    watch.add_argument("--iterations", type=int, default=0, help="stop after N polls (0: never)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_rules_file(args.rules) if args.rules else AlertConfig()
+        if args.command == "check":
+            return cmd_check(args, config)
+        return cmd_watch(args, config)
+    except (InputError, RulesError) as e:
+        print(f"klwatch: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
