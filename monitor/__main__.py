@@ -207,7 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # usage errors (2) and --help (0) as a return value, for callers
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
     try:
         config = load_rules_file(args.rules) if args.rules else AlertConfig()
         if args.command == "check":
