@@ -85,6 +85,22 @@ def save_url_state(runs: list[str]) -> None:
         st.query_params.from_dict(params)
 
 
+# Widget values that must survive every rerun. Streamlit drops the state of a widget that a
+# run did not draw (the series picker on the compare page, the options on an empty run), so
+# each value is mirrored under a plain key and restored before the widgets are created:
+# going back to a run page finds its options, and the URL keeps them.
+KEPT_WIDGETS = ("run", "compare", "series", "metric", "log_y", "smoothing", "filter", "paused")
+
+
+def keep_widget_state() -> None:
+    for key in KEPT_WIDGETS:
+        shadow = f"_kept_{key}"
+        if key in st.session_state:
+            st.session_state[shadow] = st.session_state[key]
+        elif shadow in st.session_state:
+            st.session_state[key] = st.session_state[shadow]
+
+
 def _clear_missing() -> None:
     st.session_state["missing_runs"] = []
 
@@ -105,13 +121,15 @@ def sidebar(store: RunStore, summaries: dict[str, Any], config: views.AppConfig)
     if current in summaries and current not in shown:
         shown.append(current)  # keep the open run selectable while filtering
     now = time.time()
-    labels = {rid: views.run_label(summaries[rid], now) for rid in shown}
     st.sidebar.radio(
         f"Runs ({len(shown)} of {len(summaries)})",
         shown,
         index=None,
         key="run",
-        format_func=lambda rid: views.escape_markdown(labels[rid]),
+        # Labels must not change between reruns (Streamlit maps the chosen label back to
+        # its option), so the live details (status, step, age, alerts) go in the captions.
+        format_func=lambda rid: views.escape_markdown(views.run_title(summaries[rid])),
+        captions=[views.escape_markdown(views.run_details(summaries[rid], now)) for rid in shown],
         on_change=_clear_missing,
     )
     compare_options = list(dict.fromkeys([*shown, *st.session_state.get("compare", [])]))
@@ -355,6 +373,11 @@ def main() -> None:
     store = get_store(config.roots, config.poll)
     summaries = {s.run_id: s for s in store.summaries()}
     load_url_state(store, summaries)
+    keep_widget_state()
+    # Runs that vanished since the last rerun would make the widgets reject their state.
+    st.session_state["compare"] = [r for r in st.session_state.get("compare", []) if r in summaries]
+    if st.session_state.get("run") not in summaries:
+        st.session_state["run"] = None
     sidebar(store, summaries, config)
 
     for missing in st.session_state.get("missing_runs", []):

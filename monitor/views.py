@@ -272,17 +272,21 @@ def format_age(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f} d"
 
 
-def run_label(summary: Any, now: float | None = None) -> str:
-    """One sidebar line: status, name, last step, age of the last write, alerts.
+def run_title(summary: Any) -> str:
+    """The run's stable sidebar label: its id, plus its run.json name when that differs."""
+    title = summary.run_id
+    if summary.name and summary.name != summary.run_id.rsplit("/", 1)[-1]:
+        title += f" ({summary.name})"
+    return title
+
+
+def run_details(summary: Any, now: float | None = None) -> str:
+    """The live part of a sidebar entry: status, last step, age of the last write, alerts.
 
     Plain text; the caller escapes it where it is rendered as markdown.
     """
     now = time.time() if now is None else now
-    icon = STATUS_ICONS.get(summary.status, "⚪")
-    parts = [f"{icon} {summary.run_id}"]
-    if summary.name and summary.name != summary.run_id.rsplit("/", 1)[-1]:
-        parts[0] += f" ({summary.name})"
-    parts.append(summary.status)
+    parts = [f"{STATUS_ICONS.get(summary.status, '⚪')} {summary.status}"]
     parts.append("no steps" if summary.last_step is None else f"step {summary.last_step:,}")
     age = None if summary.last_write is None else now - summary.last_write
     parts.append(f"{format_age(age)} ago" if age is not None else "never written")

@@ -1,0 +1,200 @@
+"""One real browser against `streamlit run`, while a writer appends to a run.
+
+Headless Debian chromium driven by Playwright: the KL chart renders, and a NaN written by
+the "trainer" shows its alert on the open page without a reload. A screenshot is saved to
+test-artifacts/. Skipped where chromium or playwright is missing (`make test` installs
+chromium).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from monitor import RunWriter
+from tests.conftest import write_steps
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-dev-shm-usage",  # containers have a tiny /dev/shm
+]
+SERVER_START_TIMEOUT_S = 60.0
+ALERT_TIMEOUT_S = 8.0  # the issue's target is ≤ 2 s; this leaves room for a loaded CI box
+STEP_INTERVAL_S = 0.1
+
+sync_api = pytest.importorskip("playwright.sync_api")
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} missing (apt-get install chromium)", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveWriter:
+    """A stand-in trainer: one healthy record every STEP_INTERVAL_S on its own thread."""
+
+    run_dir: Path
+    step: int = 0
+    nan_written_at: float | None = None
+    _inject_nan: threading.Event = field(default_factory=threading.Event)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self, initial_steps: int = 300) -> None:
+        self._writer = RunWriter(self.run_dir, config={"target_kl": 0.05}, name="live")
+        write_steps(self._writer, 0, initial_steps)
+        self.step = initial_steps
+        self._thread = threading.Thread(target=self._loop, name="live-writer", daemon=True)
+        self._thread.start()
+
+    def inject_nan(self) -> None:
+        """Write a NaN step next, then stop writing (so the alert stays active)."""
+        self._inject_nan.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(STEP_INTERVAL_S):
+            if self._inject_nan.is_set():
+                nan = float("nan")
+                self._writer.log(self.step, kl_mean=nan, kl_max=nan, beta=0.1, reward_mean=0.5)
+                self.nan_written_at = time.monotonic()
+                self.step += 1
+                return
+            write_steps(self._writer, self.step, self.step + 1)
+            self.step += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._writer.close()
+
+
+@pytest.fixture
+def live_writer(tmp_path: Path) -> Iterator[LiveWriter]:
+    writer = LiveWriter(tmp_path / "runs" / "live")
+    writer.start()
+    yield writer
+    writer.stop()
+
+
+@pytest.fixture
+def server(live_writer: LiveWriter) -> Iterator[str]:
+    """`streamlit run app.py` on a free 127.0.0.1 port; killed (whole group) at the end."""
+    port = free_port()
+    root = live_writer.run_dir.parent
+    log_path = ARTIFACTS / "streamlit-server.log"
+    ARTIFACTS.mkdir(exist_ok=True)
+    cmd = [
+        sys.executable, "-m", "streamlit", "run", "app.py",
+        "--server.port", str(port),
+        "--server.address", "127.0.0.1",
+        "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+        "--", "--root", str(root),
+    ]  # fmt: skip
+    env = {**os.environ, "KLWATCH_ROOTS": ""}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_healthy(url, proc, log_path)
+        yield url
+    finally:
+        stop_process_group(proc)
+
+
+def wait_until_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited early:\n{log_path.read_text()[-3000:]}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        time.sleep(0.2)  # polling a socket: there is nothing to wait on instead
+    raise TimeoutError(f"streamlit not healthy after {SERVER_START_TIMEOUT_S}s")
+
+
+def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def page(server: str) -> Iterator[object]:
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            context = browser.new_context(viewport={"width": 1440, "height": 1100})
+            yield context.new_page()
+        finally:
+            browser.close()
+
+
+def test_kl_chart_renders_and_a_nan_alert_appears_live(
+    server: str, page: object, live_writer: LiveWriter
+) -> None:
+    expect = sync_api.expect
+    page.goto(f"{server}/?run=runs/live")  # type: ignore[attr-defined]
+    kl_chart = page.locator(".js-plotly-plot").first  # type: ignore[attr-defined]
+    expect(kl_chart).to_be_visible(timeout=30_000)
+    expect(kl_chart).to_contain_text("KL divergence", timeout=10_000)
+    expect(kl_chart.locator("g.trace.scatter").first).to_be_attached()
+    banner = page.get_by_text("Healthy", exact=False).first  # type: ignore[attr-defined]
+    expect(banner).to_be_visible(timeout=10_000)
+
+    # The page follows the writer by itself: the step count grows without a reload.
+    page.evaluate("window.__klwatch_marker = 42")  # type: ignore[attr-defined]
+    caption = page.get_by_text("steps · last step").first  # type: ignore[attr-defined]
+    before = caption.inner_text()
+    expect(caption).not_to_have_text(before, timeout=10_000)
+
+    live_writer.inject_nan()
+    alert = page.get_by_text("kl_nonfinite").first  # type: ignore[attr-defined]
+    expect(alert).to_be_visible(timeout=ALERT_TIMEOUT_S * 1000)
+    seen_at = time.monotonic()
+    assert live_writer.nan_written_at is not None
+    latency = seen_at - live_writer.nan_written_at
+    assert page.evaluate("window.__klwatch_marker") == 42  # type: ignore[attr-defined]
+    expect(page.get_by_text("Critical").first).to_be_visible()  # type: ignore[attr-defined]
+    expect(kl_chart).to_contain_text("critical alerts")
+    print(f"NaN written → alert on screen: {latency:.2f} s")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-live-alert.png"), full_page=True)  # type: ignore[attr-defined]
