@@ -139,7 +139,12 @@ class AlertEngine:
             self._start(run)
         before = len(self._alerts)
         sl = slice(self._rows, n)
-        columns = {name: run.column(name)[sl] for name in self._needed_columns(run)}
+        self._logged = set(run.series_names)
+        columns = {
+            # run.column() of a never-logged series allocates the whole run: O(n), not O(new)
+            name: run.column(name)[sl] if name in self._logged else np.full(n - self._rows, np.nan)
+            for name in self._needed_columns(run)
+        }
         self._feed(run.steps[sl], columns)
         self._rows = n
         fresh = []
@@ -239,7 +244,8 @@ class AlertEngine:
         cfg = self.config.kl_nonfinite
         if not cfg.enabled:
             return
-        bad = {m: ~np.isfinite(raw[m]) for m in cfg.metrics}
+        # A series the run never logged reads as all-NaN: that is absence, not divergence.
+        bad = {m: ~np.isfinite(raw[m]) for m in cfg.metrics if m in self._logged}
         cond = np.logical_or.reduce(list(bad.values())) if bad else np.zeros(steps.size, bool)
         for event in self._row_episodes["kl_nonfinite"].feed(cond, steps):
             if event.kind == "end":
