@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from monitor.alerts import AlertEngine  # noqa: E402
-from monitor.run import load_run  # noqa: E402
+from monitor.alerts import AlertEngine
+from monitor.run import load_run
 
 
 def synthetic_columns(n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -46,8 +46,7 @@ def write_metrics(path: Path, columns: dict[str, np.ndarray], start: int, stop: 
     """Append rows [start, stop) as metrics.jsonl lines (formatted in bulk, not per dict)."""
     names = list(columns)
     template = '{"step":%d,' + ",".join(f'"{k}":%r' for k in names) + "}"
-    rows = zip(range(start, stop), *(columns[k][start:stop].tolist() for k in names),
-               strict=True)
+    rows = zip(range(start, stop), *(columns[k][start:stop].tolist() for k in names), strict=True)
     with open(path, "a") as f:
         f.write("\n".join(template % row for row in rows) + "\n")
 
@@ -81,8 +80,14 @@ def bench_check(root: Path, rows: int) -> None:
     print(f"check / load         {check_s / load_s:.2f}   (target <= ~2)")
 
 
-def live_update_cost(root: Path, name: str, rows: int, columns: dict[str, np.ndarray],
-                     appends: int = 20, per_append: int = 100) -> float:
+def live_update_cost(
+    root: Path,
+    name: str,
+    rows: int,
+    columns: dict[str, np.ndarray],
+    appends: int = 20,
+    per_append: int = 100,
+) -> float:
     """Median seconds of refresh() + update() for `per_append` new rows."""
     directory = make_run(root / name, columns, rows)
     run = load_run(directory)

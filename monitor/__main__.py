@@ -76,8 +76,9 @@ def _progress(items: list[Path], stream: TextIO) -> Iterator[Path]:
 # -- check ------------------------------------------------------------------------------------
 
 
-def check_paths(paths: Sequence[str], config: AlertConfig, now: float | None = None,
-                stderr: TextIO = sys.stderr) -> list[RunReport]:
+def check_paths(
+    paths: Sequence[str], config: AlertConfig, now: float | None = None, stderr: TextIO = sys.stderr
+) -> list[RunReport]:
     reports = []
     for directory in _progress(run_dirs(paths), stderr):
         try:
@@ -112,8 +113,10 @@ def format_table(report: RunReport) -> str:
         end = "active" if a.end_step is None else str(a.end_step)
         rows.append((a.severity, a.rule, str(a.step), end, a.metric, f"{a.value:.4g}", a.message))
     widths = [max(len(r[i]) for r in rows) for i in range(6)]
-    lines = ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[6]
-             for r in rows]
+    lines = [
+        "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[6]
+        for r in rows
+    ]
     return "\n".join([head, *lines])
 
 
@@ -199,8 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("paths", nargs="+", metavar="PATH", help="run directory or root of runs")
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.add_argument("--rules", metavar="FILE", help="TOML file overriding alert thresholds")
-    check.add_argument("--fail-on", choices=("warning", "critical"), default="warning",
-                       help="lowest severity that makes the exit status 1 (default: warning)")
+    check.add_argument(
+        "--fail-on",
+        choices=("warning", "critical"),
+        default="warning",
+        help="lowest severity that makes the exit status 1 (default: warning)",
+    )
     watch.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
     watch.add_argument("--iterations", type=int, default=0, help="stop after N polls (0: never)")
     return parser

@@ -168,7 +168,12 @@ class AlertEngine:
         if stalled and self._stall is None:
             usual = f"{interval:.3g} s" if interval else "unknown"
             self._stall = Alert(
-                "run_stalled", cfg.severity, run.last_step or 0, None, "time", float(idle),
+                "run_stalled",
+                cfg.severity,
+                run.last_step or 0,
+                None,
+                "time",
+                float(idle),
                 f"No record written for {_duration(idle)} (usual step interval {usual}) while "
                 "run.json says running: check the trainer process (crash, OOM kill, hung "
                 "collective, full disk).",
@@ -196,8 +201,11 @@ class AlertEngine:
         self._ffill = {name: ForwardFill() for name in ("kl_mean", "kl_max", "beta", "reward_mean")}
         self._spike_fill = {m: ForwardFill() for m in cfg.kl_spike.metrics}
         self._spike_refs = {
-            m: BlockReference(cfg.block_rows, cfg.blocks(cfg.kl_spike.window_rows),
-                              cfg.kl_spike.min_reference_rows)
+            m: BlockReference(
+                cfg.block_rows,
+                cfg.blocks(cfg.kl_spike.window_rows),
+                cfg.kl_spike.min_reference_rows,
+            )
             for m in cfg.kl_spike.metrics
         }
         self._row_episodes = {
@@ -254,14 +262,19 @@ class AlertEngine:
             metric = next(m for m in cfg.metrics if bad[m][event.index])
             value = float(raw[metric][event.index])
             self._open_alert(
-                "kl_nonfinite", cfg.severity, event.step, metric, value,
+                "kl_nonfinite",
+                cfg.severity,
+                event.step,
+                metric,
+                value,
                 f"{metric} is {value} at step {event.step}: training has likely diverged — "
                 "stop, restore the last good checkpoint and lower the learning rate (or look "
                 "for fp16 overflow / a zero-probability token in the logprobs).",
             )
 
-    def _feed_spikes(self, steps: np.ndarray, raw: dict[str, np.ndarray],
-                     scale: np.ndarray | float) -> None:
+    def _feed_spikes(
+        self, steps: np.ndarray, raw: dict[str, np.ndarray], scale: np.ndarray | float
+    ) -> None:
         cfg = self.config.kl_spike
         if not cfg.enabled or not cfg.metrics:
             return
@@ -290,7 +303,11 @@ class AlertEngine:
             value = float(raw[m][i])
             med_native = float(medians[m][i] * (scale[i] if np.ndim(scale) else scale))
             self._open_alert(
-                "kl_spike", cfg.severity, int(steps[i]), m, value,
+                "kl_spike",
+                cfg.severity,
+                int(steps[i]),
+                m,
+                value,
                 f"{m} spiked to {value:.3g} at step {int(steps[i])}, {ratios[m][i]:.0f}× its "
                 f"recent median {med_native:.3g}: read this step's samples for a reward "
                 "exploit, and if spikes recur lower the learning rate or clip harder.",
@@ -298,8 +315,10 @@ class AlertEngine:
 
     def _feed_blocks(self, rows: dict[str, np.ndarray]) -> None:
         b = self.config.block_rows
-        joined = {k: np.concatenate((self._pending[k], v)) if self._pending else v
-                  for k, v in rows.items()}
+        joined = {
+            k: np.concatenate((self._pending[k], v)) if self._pending else v
+            for k, v in rows.items()
+        }
         n_full = joined["step"].size // b
         self._pending = {k: v[n_full * b :].copy() for k, v in joined.items()}
         if n_full == 0:
@@ -320,14 +339,20 @@ class AlertEngine:
                     self._close(detector.rule, event.step)
                 else:
                     value = float(stats[detector.value_key][event.index])
-                    self._open_alert(detector.rule, detector.severity, event.step,
-                                     detector.metric, value,
-                                     detector.message(event, stats, values))
+                    self._open_alert(
+                        detector.rule,
+                        detector.severity,
+                        event.step,
+                        detector.metric,
+                        value,
+                        detector.message(event, stats, values),
+                    )
 
     # -- alert bookkeeping ------------------------------------------------------------------
 
-    def _open_alert(self, rule: str, severity: str, step: int, metric: str, value: float,
-                    message: str) -> None:
+    def _open_alert(
+        self, rule: str, severity: str, step: int, metric: str, value: float, message: str
+    ) -> None:
         self._open[rule] = len(self._alerts)
         self._alerts.append(Alert(rule, severity, step, None, metric, value, message))
 
@@ -373,8 +398,12 @@ class _BlockRule:
 
 def _block_rules(cfg: AlertConfig, th: Thresholds) -> list[_BlockRule]:
     rules = [
-        _kl_high(cfg, th), _kl_low(cfg, th), _kl_negative(cfg, th), _kl_growth(cfg, th),
-        _beta_saturated(cfg, th), _reward_hacking(cfg, th),
+        _kl_high(cfg, th),
+        _kl_low(cfg, th),
+        _kl_negative(cfg, th),
+        _kl_growth(cfg, th),
+        _beta_saturated(cfg, th),
+        _reward_hacking(cfg, th),
     ]
     return [r for r in rules if r is not None]
 
@@ -400,8 +429,9 @@ def _kl_high(cfg: AlertConfig, th: Thresholds) -> _BlockRule | None:
             "or lower the learning rate, and read samples for reward hacking."
         )
 
-    return _BlockRule("kl_high", sec.severity, "kl_mean", _episodes(cfg, sec), 0, condition,
-                      message)
+    return _BlockRule(
+        "kl_high", sec.severity, "kl_mean", _episodes(cfg, sec), 0, condition, message
+    )
 
 
 def _kl_low(cfg: AlertConfig, th: Thresholds) -> _BlockRule | None:
@@ -421,8 +451,7 @@ def _kl_low(cfg: AlertConfig, th: Thresholds) -> _BlockRule | None:
             "learning rate too small."
         )
 
-    return _BlockRule("kl_low", sec.severity, "kl_mean", _episodes(cfg, sec), 0, condition,
-                      message)
+    return _BlockRule("kl_low", sec.severity, "kl_mean", _episodes(cfg, sec), 0, condition, message)
 
 
 def _kl_negative(cfg: AlertConfig, th: Thresholds) -> _BlockRule | None:
@@ -445,8 +474,9 @@ def _kl_negative(cfg: AlertConfig, th: Thresholds) -> _BlockRule | None:
             "masking of the logprobs."
         )
 
-    return _BlockRule("kl_negative", sec.severity, "kl_mean", _episodes(cfg, sec), 0, condition,
-                      message)
+    return _BlockRule(
+        "kl_negative", sec.severity, "kl_mean", _episodes(cfg, sec), 0, condition, message
+    )
 
 
 def _kl_growth(cfg: AlertConfig, th: Thresholds) -> _BlockRule | None:
@@ -479,8 +509,9 @@ def _kl_growth(cfg: AlertConfig, th: Thresholds) -> _BlockRule | None:
             "raise β or lower the learning rate before the policy runs away."
         )
 
-    return _BlockRule("kl_growth", sec.severity, "kl_mean", _episodes(cfg, sec), 4 * g, condition,
-                      message)
+    return _BlockRule(
+        "kl_growth", sec.severity, "kl_mean", _episodes(cfg, sec), 4 * g, condition, message
+    )
 
 
 def _beta_saturated(cfg: AlertConfig, th: Thresholds) -> _BlockRule | None:
@@ -512,8 +543,16 @@ def _beta_saturated(cfg: AlertConfig, th: Thresholds) -> _BlockRule | None:
             "move — lower beta_min or the target KL, or raise the learning rate."
         )
 
-    return _BlockRule("beta_saturated", sec.severity, "beta", _episodes(cfg, sec), 0, condition,
-                      message, value_key="beta")
+    return _BlockRule(
+        "beta_saturated",
+        sec.severity,
+        "beta",
+        _episodes(cfg, sec),
+        0,
+        condition,
+        message,
+        value_key="beta",
+    )
 
 
 def _reward_hacking(cfg: AlertConfig, th: Thresholds) -> _BlockRule | None:
@@ -548,8 +587,9 @@ def _reward_hacking(cfg: AlertConfig, th: Thresholds) -> _BlockRule | None:
             "samples, and consider raising β or stopping at an earlier checkpoint."
         )
 
-    return _BlockRule("reward_hacking", sec.severity, "kl_mean", _episodes(cfg, sec), 2 * h,
-                      condition, message)
+    return _BlockRule(
+        "reward_hacking", sec.severity, "kl_mean", _episodes(cfg, sec), 2 * h, condition, message
+    )
 
 
 def _alert_order(alert: Alert) -> tuple[int, int]:

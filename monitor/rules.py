@@ -218,6 +218,7 @@ def _merge(obj: Any, overrides: Mapping[str, Any], source: str, prefix: str) -> 
 
 def _coerce(current: Any, value: Any, source: str, path: str) -> Any:
     """Check `value` has the type of the default it replaces (ints may stand for floats)."""
+
     def bad(expected: str) -> RulesError:
         return RulesError(f"{source}: '{path}' must be {expected}, got {value!r}")
 

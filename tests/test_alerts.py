@@ -43,8 +43,12 @@ def trace(kl_mean: np.ndarray, **extra: np.ndarray) -> dict[str, np.ndarray]:
     return columns
 
 
-def write_run(directory: Path, columns: dict[str, np.ndarray], info: dict | None = None,
-              steps: np.ndarray | None = None) -> Path:
+def write_run(
+    directory: Path,
+    columns: dict[str, np.ndarray],
+    info: dict | None = None,
+    steps: np.ndarray | None = None,
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     n = next(iter(columns.values())).size
     steps = np.arange(n) if steps is None else steps
@@ -53,8 +57,12 @@ def write_run(directory: Path, columns: dict[str, np.ndarray], info: dict | None
     return directory
 
 
-def alerts_for(tmp_path: Path, columns: dict[str, np.ndarray], info: dict | None = None,
-               config: AlertConfig | None = None) -> list[Alert]:
+def alerts_for(
+    tmp_path: Path,
+    columns: dict[str, np.ndarray],
+    info: dict | None = None,
+    config: AlertConfig | None = None,
+) -> list[Alert]:
     run = load_run(write_run(tmp_path / "run", columns, info))
     engine = AlertEngine(config)
     engine.update(run)
@@ -65,8 +73,9 @@ def rules(alerts: list[Alert]) -> list[str]:
     return [a.rule for a in alerts]
 
 
-def detection_rows(tmp_path: Path, columns: dict[str, np.ndarray], piece: int = 50,
-                   info: dict | None = None) -> dict[str, tuple[int, int]]:
+def detection_rows(
+    tmp_path: Path, columns: dict[str, np.ndarray], piece: int = 50, info: dict | None = None
+) -> dict[str, tuple[int, int]]:
     """Feed the run `piece` rows at a time through a live Run: rule -> (step, rows seen when
     it was raised), first episode of each rule."""
     directory = write_run(tmp_path / "live", {k: v[:0] for k, v in columns.items()}, info)
@@ -120,7 +129,7 @@ def test_heavy_log_normal_noise_gives_no_spike(tmp_path: Path, seed: int) -> Non
 
 def test_smooth_fast_rise_is_not_a_spike(tmp_path: Path) -> None:
     t = np.arange(3000)
-    kl = 1e-4 * np.exp(t / 300) .clip(max=500)  # from 1e-4 to 0.05: steep but smooth
+    kl = 1e-4 * np.exp(t / 300).clip(max=500)  # from 1e-4 to 0.05: steep but smooth
     assert "kl_spike" not in rules(alerts_for(tmp_path, trace(kl, kl_max=kl * 4)))
 
 
@@ -206,7 +215,7 @@ def test_kl_high_needs_a_sustained_stretch(tmp_path: Path) -> None:
 
 def test_kl_low_fires_only_after_warmup(tmp_path: Path) -> None:
     t = np.arange(4000)
-    warming = np.minimum(0.001 * 1.005 ** t, 0.05)  # low only during warm-up: fine
+    warming = np.minimum(0.001 * 1.005**t, 0.05)  # low only during warm-up: fine
     assert alerts_for(tmp_path, trace(noisy(warming, 0.1, 4000, 17))) == []
     stuck = noisy(0.002, 0.1, 4000, 18)  # β too strong: KL never moves
     (low,) = alerts_for(tmp_path, trace(stuck))
@@ -234,7 +243,11 @@ def test_nonfinite_kl_is_critical_at_its_own_step(tmp_path: Path, bad_value: flo
     kl_max[1234] = bad_value
     (alert,) = alerts_for(tmp_path, trace(kl, kl_max=kl_max))
     assert (alert.rule, alert.step, alert.severity, alert.metric) == (
-        "kl_nonfinite", 1234, "critical", "kl_max")
+        "kl_nonfinite",
+        1234,
+        "critical",
+        "kl_max",
+    )
     assert alert.to_dict()["value"] is None  # JSON has no NaN or Infinity
 
 
@@ -252,9 +265,12 @@ def test_nan_value_becomes_null_in_json() -> None:
 # -- beta_saturated ---------------------------------------------------------------------------
 
 
-ADAPTIVE = {"name": "a", "status": "finished",
-            "kl": {"units": "per_token", "controller": "adaptive", "target": 0.05},
-            "config": {"kl_controller": "adaptive", "target_kl": 0.05, "beta_max": 2.0}}
+ADAPTIVE = {
+    "name": "a",
+    "status": "finished",
+    "kl": {"units": "per_token", "controller": "adaptive", "target": 0.05},
+    "config": {"kl_controller": "adaptive", "target_kl": 0.05, "beta_max": 2.0},
+}
 
 
 def test_beta_pinned_at_its_bound_while_kl_off_target(tmp_path: Path) -> None:
@@ -283,8 +299,9 @@ def test_reward_rising_while_kl_grows_faster(tmp_path: Path) -> None:
     t = np.arange(3000)
     kl = noisy(0.02 * np.exp(t / 700), 0.05, 3000, seed=23)
     reward = 1.0 + t / 3000  # +0.33 %/… : slower than KL
-    hack = [a for a in alerts_for(tmp_path, trace(kl, reward_mean=reward))
-            if a.rule == "reward_hacking"]
+    hack = [
+        a for a in alerts_for(tmp_path, trace(kl, reward_mean=reward)) if a.rule == "reward_hacking"
+    ]
     assert len(hack) == 1 and hack[0].severity == "warning"
     calm = noisy(0.05, 0.05, 3000, seed=24)  # reward rises, KL bounded: the best runs
     assert alerts_for(tmp_path, trace(calm, reward_mean=reward)) == []
@@ -395,8 +412,7 @@ def test_replaced_file_starts_over_without_repeating_alerts(tmp_path: Path) -> N
     run, engine = load_run(directory), AlertEngine()
     first = engine.update(run)
     assert first
-    os.replace(write_run(tmp_path / "copy", columns) / "metrics.jsonl",
-               directory / "metrics.jsonl")
+    os.replace(write_run(tmp_path / "copy", columns) / "metrics.jsonl", directory / "metrics.jsonl")
     run.refresh()
     assert engine.update(run) == []  # same episodes again: not news
     assert [a.to_dict() for a in engine.alerts] == [a.to_dict() for a in first]

@@ -18,7 +18,7 @@ def high_trace() -> dict[str, np.ndarray]:
 
 def test_toml_file_overrides_defaults(tmp_path: Path) -> None:
     rules_file = tmp_path / "rules.toml"
-    rules_file.write_text('block_rows = 25\n[band]\nhigh = 0.2\n[kl_low]\nenabled = false\n')
+    rules_file.write_text("block_rows = 25\n[band]\nhigh = 0.2\n[kl_low]\nenabled = false\n")
     config = load_rules_file(rules_file)
     assert (config.block_rows, config.band.high, config.kl_low.enabled) == (25, 0.2, False)
     assert config.band.low == AlertConfig().band.low  # untouched keys keep their defaults

@@ -49,16 +49,27 @@ def test_json_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (run,) = document["runs"]
     assert list(run) == ["path", "name", "rows", "last_step", "skipped", "alerts"]
     assert (run["path"], run["name"], run["rows"], run["last_step"], run["skipped"]) == (
-        str(tmp_path / "runs" / "a"), "t", 1000, 999, 0)
+        str(tmp_path / "runs" / "a"),
+        "t",
+        1000,
+        999,
+        0,
+    )
     (alert,) = run["alerts"]
     assert list(alert) == ["rule", "severity", "step", "end_step", "metric", "value", "message"]
     assert (alert["rule"], alert["step"], alert["end_step"], alert["value"]) == (
-        "kl_nonfinite", 700, 701, None)
+        "kl_nonfinite",
+        700,
+        701,
+        None,
+    )
 
 
 def test_exit_statuses_follow_fail_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    ok, warn, crit = (write_run(tmp_path / n, c()) for n, c in
-                      [("ok", healthy), ("warn", spiky), ("crit", broken)])
+    ok, warn, crit = (
+        write_run(tmp_path / n, c())
+        for n, c in [("ok", healthy), ("warn", spiky), ("crit", broken)]
+    )
     assert run_main(capsys, "check", str(ok))[0] == 0
     assert run_main(capsys, "check", str(warn))[0] == 1
     assert run_main(capsys, "check", str(warn), "--fail-on", "critical")[0] == 0
@@ -75,8 +86,9 @@ def test_root_is_searched_recursively(tmp_path: Path, capsys: pytest.CaptureFixt
     assert (code, paths) == (1, ["r1", "r2"])
 
 
-def test_plain_output_is_a_table_per_run(tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_plain_output_is_a_table_per_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     write_run(tmp_path / "a", spiky())
     write_run(tmp_path / "b", healthy())
     code, out, _ = run_main(capsys, "check", str(tmp_path))
@@ -98,8 +110,9 @@ def test_plain_output_is_a_table_per_run(tmp_path: Path,
         (["frobnicate"], "invalid choice"),
     ],
 )
-def test_usage_and_input_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                       args: list[str], needle: str) -> None:
+def test_usage_and_input_errors_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
+) -> None:
     write_run(tmp_path / "ok", healthy())
     write_run(tmp_path / "badinfo", healthy(), {"name": "b", "alerts": {"band": {"hihg": 1}}})
     (tmp_path / "empty").mkdir()
@@ -112,7 +125,10 @@ def test_usage_and_input_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFix
 def test_module_entry_point_bad_path(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "monitor", "check", str(tmp_path / "nope"), "--json"],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2 and proc.stdout == ""
     assert f"{tmp_path / 'nope'}: no such file or directory" in proc.stderr
@@ -133,10 +149,10 @@ def test_watcher_reports_new_alerts_once(tmp_path: Path) -> None:
     assert [a.step for _, a in watcher.poll(now=0)] == [600]  # a new run is picked up
 
 
-def test_watch_command_prints_alert_lines(tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_watch_command_prints_alert_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     write_run(tmp_path / "w", broken())
-    code, out, _ = run_main(capsys, "watch", str(tmp_path / "w"), "--iterations", "1",
-                            "--json")
+    code, out, _ = run_main(capsys, "watch", str(tmp_path / "w"), "--iterations", "1", "--json")
     (line,) = out.splitlines()
     assert code == 0 and json.loads(line)["rule"] == "kl_nonfinite"
