@@ -24,7 +24,7 @@ from monitor import charts, views
 from monitor.store import RunStore
 
 APP_DIR = Path(__file__).resolve().parent
-LIVE_INTERVAL_S = 1.0  # the target: a new record on screen within ~1 s
+LIVE_INTERVAL_S = 0.5  # check twice a second: a new record on screen within ~1 s
 SAMPLES_SHOWN = 20
 PLOTLY_CONFIG = {
     "displaylogo": False,
@@ -129,7 +129,7 @@ def sidebar(store: RunStore, summaries: dict[str, Any], config: views.AppConfig)
         # Labels must not change between reruns (Streamlit maps the chosen label back to
         # its option), so the live details (status, step, age, alerts) go in the captions.
         format_func=lambda rid: views.escape_markdown(views.run_title(summaries[rid])),
-        captions=[views.escape_markdown(views.run_details(summaries[rid], now)) for rid in shown],
+        captions=[views.run_caption(summaries[rid], now) for rid in shown],
         on_change=_clear_missing,
     )
     compare_options = list(dict.fromkeys([*shown, *st.session_state.get("compare", [])]))
@@ -163,7 +163,8 @@ def health_banner(alerts: list[Any], engine_ready: bool) -> None:
     if verdict.details:
         body += "  \n" + "  \n".join(views.escape_markdown(d) for d in verdict.details[:5])
     show = {"critical": st.error, "warning": st.warning}.get(verdict.level, st.success)
-    show(body, icon={"critical": "🚨", "warning": "⚠️"}.get(verdict.level, "✅"))
+    icon = {"critical": "error", "warning": "warning"}.get(verdict.level, "check_circle")
+    show(body, icon=f":material/{icon}:")
 
 
 def chart_options() -> charts.ChartOptions:
@@ -361,14 +362,15 @@ def live_caption(store: RunStore, run_ids: list[str], paused: bool) -> str:
             if age is not None:
                 ages.append(age)
     updated = f"updated {views.format_age(min(ages))} ago" if ages else "no data yet"
-    return f"{'⏸ paused' if paused else '🔴 live'} · {updated}"
+    state = ":gray[❚❚] paused" if paused else ":red[●] live"
+    return f"{state} · {views.escape_markdown(updated)}"
 
 
 # -- page ----------------------------------------------------------------------------------
 
 
 def main() -> None:
-    st.set_page_config(page_title="klwatch", page_icon="📈", layout="wide")
+    st.set_page_config(page_title="klwatch", page_icon=":material/monitoring:", layout="wide")
     config = app_config()
     store = get_store(config.roots, config.poll)
     summaries = {s.run_id: s for s in store.summaries()}

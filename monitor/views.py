@@ -19,14 +19,16 @@ from typing import Any
 import pandas as pd
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
-STATUS_ICONS = {
-    "running": "🟢",
-    "finished": "✅",
-    "failed": "🔴",
-    "stalled": "🟠",
-    "unknown": "⚪",
+# Colours via Streamlit's markdown (:green[…]) rather than emoji: a team screen or a
+# headless browser without an emoji font still shows them.
+STATUS_COLORS = {
+    "running": "green",
+    "finished": "gray",
+    "failed": "red",
+    "stalled": "orange",
+    "unknown": "gray",
 }
-SEVERITY_ICONS = {"info": "🔵", "warning": "🟠", "critical": "🔴"}
+SEVERITY_COLORS = {"info": "blue", "warning": "orange", "critical": "red"}
 SMOOTHING_MAX = 0.99  # TensorBoard's slider stops short of 1 (weight 1 = a flat line)
 MAX_URL_RUNS = 8  # a compare view of more runs than this is unreadable anyway
 
@@ -283,19 +285,28 @@ def run_title(summary: Any) -> str:
 def run_details(summary: Any, now: float | None = None) -> str:
     """The live part of a sidebar entry: status, last step, age of the last write, alerts.
 
-    Plain text; the caller escapes it where it is rendered as markdown.
+    Plain text; `run_caption` is the markdown version.
     """
     now = time.time() if now is None else now
-    parts = [f"{STATUS_ICONS.get(summary.status, '⚪')} {summary.status}"]
+    parts = [summary.status]
     parts.append("no steps" if summary.last_step is None else f"step {summary.last_step:,}")
     age = None if summary.last_write is None else now - summary.last_write
     parts.append(f"{format_age(age)} ago" if age is not None else "never written")
     if summary.alert_count:
-        sev = summary.worst_severity or "info"
-        parts.append(f"{SEVERITY_ICONS.get(sev, '')} {summary.alert_count} {sev}")
+        parts.append(f"{summary.alert_count} {summary.worst_severity or 'info'}")
     if summary.problem:
-        parts.append("⚠ unreadable" if summary.rows is None else "⚠ problems")
+        parts.append("unreadable" if summary.rows is None else "problems")
     return " · ".join(parts)
+
+
+def run_caption(summary: Any, now: float | None = None) -> str:
+    """`run_details` as safe markdown, with a coloured status dot and alert marker."""
+    dot = f":{STATUS_COLORS.get(summary.status, 'gray')}[●]"
+    text = escape_markdown(run_details(summary, now))
+    if summary.alert_count:
+        color = SEVERITY_COLORS.get(summary.worst_severity or "info", "blue")
+        text += f" :{color}[▲]"
+    return f"{dot} {text}"
 
 
 def render_key(entry: Any, status: str) -> tuple[Any, ...]:
