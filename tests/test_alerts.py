@@ -292,6 +292,27 @@ def test_beta_at_bound_with_kl_on_target_or_fixed_controller_is_fine(tmp_path: P
     assert "beta_saturated" not in rules(alerts)
 
 
+def test_beta_pinned_at_lower_bound_while_kl_stays_low(tmp_path: Path) -> None:
+    kl = noisy(0.05, 0.1, 3000, seed=32)
+    beta = np.full(3000, 0.3)
+    kl[1500:], beta[1500:] = 0.005, 0.01  # β at the default beta_min, KL far below target
+    sat = [
+        a
+        for a in alerts_for(tmp_path, trace(kl, beta=beta), info=ADAPTIVE)
+        if a.rule == "beta_saturated"
+    ]
+    assert [a.step for a in sat] == [1500] and "lower bound" in sat[0].message
+
+
+def test_growth_past_the_target_counts_even_inside_the_default_band(tmp_path: Path) -> None:
+    t = np.arange(3000)
+    kl = noisy(0.01 + 3e-5 * t, 0.1, 3000, seed=33)  # 0.01 → 0.1: inside the seed's band
+    assert "kl_growth" not in rules(alerts_for(tmp_path, trace(kl)))
+    info = {**HEALTHY_INFO, "kl": {"units": "per_token", "target": 0.03}}
+    growth = [a for a in alerts_for(tmp_path, trace(kl), info=info) if a.rule == "kl_growth"]
+    assert len(growth) == 1 and "target" in growth[0].message
+
+
 # -- reward_hacking ---------------------------------------------------------------------------
 
 
