@@ -64,6 +64,7 @@ class RunEntry:
     version: tuple[Any, ...] = ()
     alert_count: int | None = None
     worst_severity: str | None = None
+    alert_error: str | None = None  # why alerts cannot be computed (bad thresholds)
     light: RunSummary | None = None  # summary of an unloaded run, until it is dirty again
     light_time: float = 0.0
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -112,6 +113,7 @@ class RunStore:
         self._entries: dict[str, RunEntry] = {}
         self._by_path: dict[Path, str] = {}
         self._lock = threading.RLock()
+        self._scan_lock = threading.Lock()
         self._rescan_requested = True
         self._last_scan = 0.0
         self._observer: Any = None
@@ -164,13 +166,27 @@ class RunStore:
             labels[root] = label
         return labels
 
+    def _scan_due(self) -> bool:
+        overdue = time.monotonic() - self._last_scan > self.rescan_interval_s
+        return self._rescan_requested or overdue
+
     def scan(self, force: bool = False) -> None:
-        """Find run directories; cheap when nothing asked for it and the interval not passed."""
-        now = time.monotonic()
-        if not (force or self._rescan_requested or now - self._last_scan > self.rescan_interval_s):
+        """Find run directories; cheap when nothing asked for it and the interval not passed.
+
+        One scan at a time: a viewer arriving mid-scan waits for it rather than reading a
+        registry that is not filled yet.
+        """
+        if not (force or self._scan_due()):
             return
-        self._rescan_requested = False
-        self._last_scan = now
+        with self._scan_lock:
+            if not (force or self._scan_due()):
+                return  # another thread scanned while we waited
+            # Cleared before scanning: an event during the scan asks for another one.
+            self._rescan_requested = False
+            self._scan_once()
+            self._last_scan = time.monotonic()
+
+    def _scan_once(self) -> None:
         found: dict[str, RunEntry] = {}
         labels = self._root_labels()
         for root in self.roots:
@@ -231,7 +247,11 @@ class RunStore:
             if entry.engine is None:
                 entry.engine = self._new_engine(run)  # after a read: it needs run.json
             if entry.engine is not None:
-                entry.engine.update(run)
+                try:
+                    entry.engine.update(run)
+                    entry.alert_error = None
+                except ValueError as e:  # RulesError: a bad `alerts` section in run.json
+                    entry.alert_error = str(e)
                 self._tally_alerts(entry)
             version = (run.generation, run.n_rows, run.skipped, id(run.info), run.read_error)
             changed = version != entry.version
@@ -243,13 +263,13 @@ class RunStore:
             from monitor.alerts import AlertEngine
         except ImportError:  # alerts not built yet in this checkout
             return None
-        return AlertEngine(self.alert_config, info=run.info)
+        return AlertEngine(self.alert_config)  # reads run.info itself when rows arrive
 
     def _tally_alerts(self, entry: RunEntry) -> None:
         alerts = list(entry.engine.alerts)
         if entry.run is not None:
             stalled = entry.engine.check_stall(entry.run)
-            if stalled is not None:
+            if stalled is not None and stalled not in alerts:
                 alerts.append(stalled)
         entry.alert_count = len([a for a in alerts if a.end_step is None])
         worst = max(
@@ -314,7 +334,9 @@ class RunStore:
             rows=run.n_rows,
             alert_count=entry.alert_count,
             worst_severity=entry.worst_severity,
-            problem=run.read_error or (run.problems[0].reason if run.info_problem else None),
+            problem=run.read_error
+            or (run.problems[0].reason if run.info_problem else None)
+            or entry.alert_error,
         )
 
     def summaries(self, now: float | None = None) -> list[RunSummary]:

@@ -121,3 +121,17 @@ def test_symlink_escaping_the_root_is_ignored(tmp_path: Path) -> None:
     assert RunStore([inside], watch=False).run_ids() == ["root/ok"]
     allowed = RunStore([inside], watch=False, follow_external_symlinks=True)
     assert allowed.run_ids() == ["root/escape", "root/ok", "root/sneaky"]
+
+
+def test_bad_alert_thresholds_in_run_json_are_reported(store: RunStore, tmp_path: Path) -> None:
+    make_run(tmp_path, "badrules")
+    info_path = tmp_path / "badrules" / "run.json"
+    info = info_path.read_text().replace('"name":', '"alerts": {"kl_spike": {"bogus": 1}}, "name":')
+    info_path.write_text(info)
+    rid = f"{tmp_path.name}/badrules"
+    entry = store.get(rid)
+    assert entry is not None and entry.run is not None and entry.run.n_rows == 5
+    assert entry.alert_error is not None and "bogus" in entry.alert_error
+    summary = store.summary(rid)
+    assert summary is not None and summary.problem is not None and "bogus" in summary.problem
+    healthy_is_fine(store, tmp_path)
