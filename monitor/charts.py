@@ -27,6 +27,7 @@ DEFAULT_BAND = (0.01, 0.1)
 # Around a target: the same factors as monitor.rules.BandConfig (target_low/target_high),
 # used only when no alert thresholds are at hand.
 TARGET_BAND_FACTORS = (0.25, 2.0)
+KL_METRICS = ("kl_mean", "kl_max")  # alerts whose value can sit on the KL axis
 MAX_ALERT_SPANS = 50  # shaded alert spans per chart; beyond that shapes slow plotly down
 
 SEVERITY_COLORS = {"info": "#1f77b4", "warning": "#ff9f1c", "critical": "#d62728"}
@@ -226,7 +227,7 @@ def kl_figure(
     options = options or ChartOptions()
     fig = _base_figure(title, "KL", options)
     if band is not None:
-        _add_band(fig, band)
+        _add_band(fig, band, options.log_y)
     for name, values in (("kl_mean", kl_mean), ("kl_max", kl_max)):
         if values is not None and np.isfinite(values).any():
             for trace in line_traces(steps, values, name, options):
@@ -235,25 +236,30 @@ def kl_figure(
     return fig
 
 
-def _add_band(fig: go.Figure, band: KLBand) -> None:
-    fig.add_hrect(
-        y0=band.low,
-        y1=band.high,
-        fillcolor="#2ca02c",
-        opacity=0.10,
-        line_width=0,
-        annotation_text=band.label,
-        annotation_position="top left",
-        annotation_font={"size": 10, "color": "#2ca02c"},
-    )
+def _add_band(fig: go.Figure, band: KLBand, log_y: bool) -> None:
+    fig.add_hrect(y0=band.low, y1=band.high, fillcolor="#2ca02c", opacity=0.10, line_width=0)
+    # Labels as plain annotations: plotly places shape labels wrongly on log axes, where an
+    # annotation's y is given in log10 units.
+    _label(fig, band.label, band.high, log_y, x=0.0, xanchor="left", yanchor="bottom")
     if band.target is not None:
-        fig.add_hline(
-            y=band.target,
-            line={"color": "#2ca02c", "dash": "dash", "width": 1.5},
-            annotation_text=f"target {band.target:g}",
-            annotation_position="bottom right",
-            annotation_font={"size": 10, "color": "#2ca02c"},
-        )
+        fig.add_hline(y=band.target, line={"color": "#2ca02c", "dash": "dash", "width": 1.5})
+        _label(fig, f"target {band.target:g}", band.target, log_y, 1.0, "right", "top")
+
+
+def _label(
+    fig: go.Figure, text: str, y: float, log_y: bool, x: float, xanchor: str, yanchor: str
+) -> None:
+    fig.add_annotation(
+        text=text,
+        x=x,
+        xref="paper",
+        xanchor=xanchor,
+        y=math.log10(y) if log_y else y,
+        yref="y",
+        yanchor=yanchor,
+        showarrow=False,
+        font={"size": 10, "color": "#2ca02c"},
+    )
 
 
 def _alert_y(
@@ -266,7 +272,9 @@ def _alert_y(
     """Where to draw an alert's marker: its value when drawable, else the KL at its step,
     else the top of the chart (a NaN alert has no value to sit on)."""
     value = alert.value
-    if isinstance(value, (int, float)) and math.isfinite(value) and (value > 0 or not log_y):
+    on_kl_axis = alert.metric in KL_METRICS  # run_stalled's value is seconds, β's is β …
+    drawable = isinstance(value, (int, float)) and math.isfinite(value)
+    if on_kl_axis and drawable and (value > 0 or not log_y):
         return float(value)
     i = int(np.searchsorted(steps, alert.step))
     if i < steps.size and steps[i] == alert.step:

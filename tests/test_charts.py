@@ -248,3 +248,23 @@ def test_empty_run_gives_empty_figures_not_errors() -> None:
     figs = run_figures(run)
     assert set(figs) == {"kl", "beta", "reward"}
     assert all(len(t.x) == 0 for t in reward_figure(np.zeros(0), np.zeros(0), None).data)
+
+
+def test_band_labels_sit_on_the_band_with_a_log_axis() -> None:
+    run = _run()
+    band = kl_band(run.info)
+    assert band is not None
+    for log_y, expected in ((False, band.high), (True, math.log10(band.high))):
+        fig = kl_figure(
+            run.steps, run.column("kl_mean"), None, band=band, options=ChartOptions(log_y=log_y)
+        )
+        label = next(a for a in fig.layout.annotations if a.text == band.label)
+        assert label.y == pytest.approx(expected)
+
+
+def test_alerts_on_other_metrics_sit_on_the_kl_line() -> None:
+    run = _run()
+    stalled = FakeAlert("run_stalled", "warning", 999, None, "time", 3600.0, "no record")
+    fig = kl_figure(run.steps, run.column("kl_mean"), run.column("kl_max"), alerts=[stalled])
+    marker = next(t for t in fig.data if t.name == "warning alerts")
+    assert marker.y[0] == pytest.approx(run.column("kl_max")[999])  # not 3600 on a KL axis
