@@ -369,8 +369,27 @@ def live_caption(store: RunStore, run_ids: list[str], paused: bool) -> str:
 # -- page ----------------------------------------------------------------------------------
 
 
-def main() -> None:
-    st.set_page_config(page_title="klwatch", page_icon=":material/monitoring:", layout="wide")
+def selected_runs(summaries: dict[str, Any]) -> list[str]:
+    """The runs this view shows: a comparison (2+ picked), else the one open run."""
+    compare = [r for r in st.session_state.get("compare", []) if r in summaries]
+    run_id = st.session_state.get("run")
+    if len(compare) >= 2:
+        return compare
+    if run_id in summaries and not st.session_state.get("missing_runs"):
+        return [run_id]
+    return []
+
+
+def show_error(what: str, e: Exception) -> None:
+    """Never a traceback on the page: say what failed; the traceback goes to the log."""
+    log.exception("rendering %s failed", what)
+    st.error(
+        f"Could not show {views.escape_markdown(what)}: "
+        f"{views.escape_markdown(type(e).__name__)}: {views.escape_markdown(e)}"
+    )
+
+
+def page() -> None:
     config = app_config()
     store = get_store(config.roots, config.poll)
     summaries = {s.run_id: s for s in store.summaries()}
@@ -380,6 +399,10 @@ def main() -> None:
     st.session_state["compare"] = [r for r in st.session_state.get("compare", []) if r in summaries]
     if st.session_state.get("run") not in summaries:
         st.session_state["run"] = None
+    shown = selected_runs(summaries)
+    for rid in shown:  # load before the sidebar, so its alert counts are current
+        store.get(rid)
+        summaries[rid] = store.summary(rid) or summaries[rid]
     sidebar(store, summaries, config)
 
     for missing in st.session_state.get("missing_runs", []):
@@ -387,37 +410,31 @@ def main() -> None:
             f"No run named “{views.escape_markdown(missing)}” among the runs discovered under "
             "the configured roots. Pick a run in the sidebar."
         )
-    compare = [r for r in st.session_state.get("compare", []) if r in summaries]
-    run_id = st.session_state.get("run")
-    if len(compare) >= 2:
-        shown = compare
-    elif run_id in summaries and not st.session_state.get("missing_runs"):
-        shown = [run_id]
-    else:
-        shown = []
     if not summaries:
         st.info("No runs found under " + views.escape_markdown(", ".join(config.roots)))
-
     top_left, top_right = st.columns([3, 1])
-    with top_right:
-        st.toggle("Pause live updates", key="paused")
+    top_right.toggle("Pause live updates", key="paused")
     try:
         if len(shown) >= 2:
             compare_page(store, shown)
         elif shown:
             run_page(store, shown[0])
-    except Exception as e:  # never a traceback on the page: say what failed, log the rest
-        log.exception("rendering %s failed", shown)
-        st.error(
-            f"Could not show {views.escape_markdown(', '.join(shown))}: "
-            f"{views.escape_markdown(type(e).__name__)}: {views.escape_markdown(e)}"
-        )
+    except Exception as e:  # the sidebar stays usable when one run cannot be drawn
+        show_error(", ".join(shown), e)
     save_url_state(shown if shown else list(st.session_state.get("missing_runs", [])))
     st.session_state["_rendered"] = render_keys(store, shown)
     with top_left:
         st.session_state["_full_run"] = True
         live_ticker(store, shown)
         st.session_state["_full_run"] = False
+
+
+def main() -> None:
+    st.set_page_config(page_title="klwatch", page_icon=":material/monitoring:", layout="wide")
+    try:
+        page()
+    except Exception as e:
+        show_error("the dashboard", e)
 
 
 main()

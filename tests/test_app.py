@@ -292,3 +292,31 @@ def test_compare_with_one_unknown_run(root: Path, make_run: Callable) -> None:
     make_run(root, "bravo")
     at = open_app(run=["runs/alpha", "ghost", "runs/bravo"])
     assert any("ghost" in unescape(t) for t in texts(at.error))
+
+
+@needs_alerts
+def test_sidebar_counts_the_open_runs_alerts_on_first_load(root: Path, make_run: Callable) -> None:
+    run_dir = make_run(root, "diverged", steps=200)
+    add_nan(run_dir, 200)
+    at = open_app(run="runs/diverged")
+    caption = unescape(at.sidebar.radio[0].proto.captions[0])
+    assert "1 critical" in caption
+
+
+def test_a_failing_chart_gives_a_message_not_a_traceback(
+    root: Path, make_run: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import monitor.charts
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("bad <b>figure</b>")
+
+    monkeypatch.setattr(monitor.charts, "run_figures", broken)
+    make_run(root, "alpha")
+    at = AppTest.from_file(str(APP), default_timeout=30)
+    at.query_params["run"] = "runs/alpha"
+    at.run()
+    assert not at.exception
+    message = unescape(" ".join(texts(at.error)))
+    assert "Could not show runs/alpha" in message and "ValueError" in message
+    assert at.sidebar.radio[0].value == "runs/alpha"  # the sidebar still works
