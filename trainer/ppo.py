@@ -65,7 +65,7 @@ def generate(
     tokens, alive = [], []
     for _ in range(max_new_tokens):
         with autocast():
-            logits, _ = model(seq)
+            logits = model(seq)
         probs = F.softmax(logits[:, -1].float(), dim=-1)
         tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         tok = torch.where(done, torch.full_like(tok, grammar.PAD_ID), tok)
@@ -79,12 +79,23 @@ def generate(
 def response_logits(
     model: nn.Module, prompts: torch.Tensor, responses: torch.Tensor, autocast: Autocast
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits [B, T, V] and values [B, T] at the positions that predict each response token."""
+    """Logits [B, T, V] and values [B, T] at the positions that predict each response token
+    (`model` is a PolicyWithValue, possibly DDP-wrapped)."""
     seq = torch.cat([prompts, responses], dim=1)
     with autocast():
         logits, values = model(seq[:, :-1])
     p = prompts.shape[1] - 1
     return logits[:, p:], values[:, p:]
+
+
+def response_logits_lm(
+    lm: nn.Module, prompts: torch.Tensor, responses: torch.Tensor, autocast: Autocast
+) -> torch.Tensor:
+    """Logits [B, T, V] of a plain CausalLM (the reference) at the response positions."""
+    seq = torch.cat([prompts, responses], dim=1)
+    with autocast():
+        logits = lm(seq[:, :-1])
+    return logits[:, prompts.shape[1] - 1 :]
 
 
 def gather_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -107,7 +118,7 @@ def score_rollout(
     autocast: Autocast,
 ) -> Rollout:
     logits, values = response_logits(policy, prompts, responses, autocast)
-    ref_logits, _ = response_logits(ref, prompts, responses, autocast)
+    ref_logits = response_logits_lm(ref, prompts, responses, autocast)
     logprobs = gather_logprobs(logits, responses)
     ref_logprobs = gather_logprobs(ref_logits, responses)
     kl = {k: v * mask for k, v in all_estimates(logprobs, ref_logprobs, logits, ref_logits).items()}

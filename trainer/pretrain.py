@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from trainer import grammar
-from trainer.model import ModelConfig, PolicyWithValue, save_pretrained
+from trainer.model import CausalLM, ModelConfig, save_pretrained
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "assets" / "policy.pt"
 
@@ -33,10 +33,10 @@ def make_batch(rng: random.Random, batch_size: int, block_size: int) -> torch.Te
 
 def pretrain(
     steps: int, batch_size: int, lr: float, seed: int, cfg: ModelConfig, log_every: int = 100
-) -> PolicyWithValue:
+) -> CausalLM:
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    model = PolicyWithValue(cfg)
+    model = CausalLM(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     t0 = time.perf_counter()
     for step in range(steps):
@@ -45,7 +45,7 @@ def pretrain(
         for group in opt.param_groups:
             group["lr"] = lr * warm * 0.5 * (1 + math.cos(math.pi * step / steps))
         batch = make_batch(rng, batch_size, cfg.block_size)
-        logits, _ = model(batch[:, :-1])
+        logits = model(batch[:, :-1])
         loss = F.cross_entropy(
             logits.reshape(-1, cfg.vocab_size), batch[:, 1:].reshape(-1),
             ignore_index=grammar.PAD_ID,

@@ -99,14 +99,15 @@ class Trainer:
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
         torch.manual_seed(cfg.seed)
-        self.policy: PolicyWithValue = load_pretrained(Path(cfg.pretrained), self.device)
-        self.ref = frozen_copy(self.policy)
-        self.policy.train()  # dropout is 0 anyway; train() only matters for future layers
-        self.train_model: torch.nn.Module = self.policy
+        lm = load_pretrained(Path(cfg.pretrained), self.device)
+        self.ref = frozen_copy(lm)
+        self.model = PolicyWithValue(lm).to(self.device)
+        self.policy = self.model.policy  # generation needs only the LM
+        self.train_model: torch.nn.Module = self.model
         if self.dist.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = DistributedDataParallel(self.policy, device_ids=ids)
-        self.params = [p for p in self.policy.parameters() if p.requires_grad]
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr, eps=1e-5)
         self.controller: KLController = make_controller(
             cfg.kl_controller, cfg.kl_coef, cfg.target_kl, horizon=cfg.kl_horizon,
@@ -137,14 +138,12 @@ class Trainer:
         prompts = torch.tensor(
             sample_prompts(self.prompt_rng, cfg.batch_size, cfg.prompt_words), device=self.device
         )
-        self.policy.eval()
         responses, mask = generate(
             self.policy, prompts, cfg.max_new_tokens, self.generator, self.autocast
         )
         scores = self.reward_model(prompts, responses, mask)
-        rollout = score_rollout(self.policy, self.ref, prompts, responses, mask, scores,
+        rollout = score_rollout(self.model, self.ref, prompts, responses, mask, scores,
                                 self.autocast)
-        self.policy.train()
 
         penalty_kl = rollout.kl[cfg.kl_estimator]
         rewards = per_token_rewards(penalty_kl, mask, scores, beta)
@@ -220,7 +219,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         return {
             "next_step": self.step_index,
-            "policy": self.policy.state_dict(),
+            "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "controller": self.controller.state_dict(),
             "generator": self.generator.get_state(),
@@ -230,7 +229,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step_index = int(state["next_step"])
-        self.policy.load_state_dict(state["policy"])
+        self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.controller.load_state_dict(state["controller"])
         self.generator.set_state(state["generator"])
