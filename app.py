@@ -34,7 +34,11 @@ PLOTLY_CONFIG = {
 log = logging.getLogger("klwatch.app")
 
 
-@st.cache_resource(show_spinner=False)
+def _close_store(store: RunStore) -> None:
+    store.close()  # stop its watchdog thread (and inotify instance) when the cache drops it
+
+
+@st.cache_resource(show_spinner=False, on_release=_close_store)
 def get_store(roots: tuple[str, ...], poll: bool) -> RunStore:
     """One RunStore per server process (per root set): every viewer shares its reads."""
     return RunStore(roots, poll=poll)

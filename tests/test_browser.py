@@ -133,10 +133,12 @@ def wait_until_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path) 
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"streamlit exited early:\n{log_path.read_text()[-3000:]}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r,
+        ):
+            if r.status == 200:
+                return
         time.sleep(0.2)  # polling a socket: there is nothing to wait on instead
     raise TimeoutError(f"streamlit not healthy after {SERVER_START_TIMEOUT_S}s")
 
