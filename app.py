@@ -428,9 +428,12 @@ def page() -> None:
     save_url_state(shown if shown else list(st.session_state.get("missing_runs", [])))
     st.session_state["_rendered"] = render_keys(store, shown)
     with top_left:
+        # Inside a full run the page is being drawn anyway: the ticker must not rerun it.
         st.session_state["_full_run"] = True
-        live_ticker(store, shown)
-        st.session_state["_full_run"] = False
+        try:
+            live_ticker(store, shown)
+        finally:
+            st.session_state["_full_run"] = False
 
 
 def main() -> None:
