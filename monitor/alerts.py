@@ -285,14 +285,17 @@ class AlertEngine:
             filled = self._spike_fill[m](value)
             x = np.log(np.maximum(filled, LOG_FLOOR))
             med, mad = self._spike_refs[m].feed(x)
+            # The reference never drops below min_value: early in training KL rises from ~0,
+            # and 0.01 against a median of 1e-8 is a ratio of a million but no spike.
+            ref = np.maximum(med, math.log(cfg.min_value)) if cfg.min_value > 0 else med
             with np.errstate(invalid="ignore"):
-                excess = x - med
+                excess = x - ref
                 hits[m] = (
                     np.isfinite(value)
                     & (excess > np.maximum(cfg.z * MAD_TO_SIGMA * mad, min_log))
                     & (value >= cfg.min_value)
                 )
-            ratios[m], medians[m] = np.exp(excess), np.exp(med)
+            ratios[m], medians[m] = np.exp(excess), np.exp(ref)
         cond = np.logical_or.reduce(list(hits.values()))
         for event in self._row_episodes["kl_spike"].feed(cond, steps):
             if event.kind == "end":
@@ -309,7 +312,7 @@ class AlertEngine:
                 m,
                 value,
                 f"{m} spiked to {value:.3g} at step {int(steps[i])}, {ratios[m][i]:.0f}× its "
-                f"recent median {med_native:.3g}: read this step's samples for a reward "
+                f"recent level {med_native:.3g}: read this step's samples for a reward "
                 "exploit, and if spikes recur lower the learning rate or clip harder.",
             )
 

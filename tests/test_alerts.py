@@ -445,3 +445,11 @@ def test_update_without_new_rows_is_a_no_op(tmp_path: Path) -> None:
     engine.update(run)
     before = engine.alerts
     assert engine.update(run) == [] and engine.alerts == before
+
+
+def test_early_rise_from_near_zero_is_not_a_spike(tmp_path: Path) -> None:
+    # Seen on a real run: KL ~1e-8 for the first steps, then a normal rise to ~0.01.
+    rng = np.random.default_rng(7)
+    kl = np.concatenate([np.full(300, 1e-8), 0.0101 * rng.lognormal(0, 0.05, 300)])
+    alerts = alerts_for(tmp_path, trace(kl, kl_max=kl * 3))
+    assert "kl_spike" not in rules(alerts)
