@@ -20,7 +20,7 @@ from typing import Any
 
 import streamlit as st
 
-from monitor import charts, views
+from monitor import auth, charts, views
 from monitor.store import RunStore
 
 APP_DIR = Path(__file__).resolve().parent
@@ -39,9 +39,36 @@ def _close_store(store: RunStore) -> None:
 
 
 @st.cache_resource(show_spinner=False, on_release=_close_store)
-def get_store(roots: tuple[str, ...], poll: bool) -> RunStore:
+def get_store(roots: tuple[str, ...], poll: bool, follow_symlinks: bool = False) -> RunStore:
     """One RunStore per server process (per root set): every viewer shares its reads."""
-    return RunStore(roots, poll=poll)
+    return RunStore(roots, poll=poll, follow_external_symlinks=follow_symlinks)
+
+
+def read_secrets() -> dict[str, Any]:
+    try:
+        return {key: dict(value) for key, value in st.secrets.items() if hasattr(value, "items")}
+    except (FileNotFoundError, st.errors.StreamlitSecretNotFoundError):
+        return {}  # no secrets.toml: no login (the default bind is 127.0.0.1)
+
+
+def login_gate() -> None:
+    """With [auth] in secrets.toml, nothing but a login button until the user is allowed."""
+    policy = auth.login_policy(read_secrets())
+    if not policy.required:
+        return
+    if policy.problem:
+        st.error(policy.problem)
+        st.stop()
+    if not st.user.get("is_logged_in", False):  # absent (no identity cookie) = logged out
+        st.title("klwatch")
+        st.write("This dashboard is shared with a team: log in to see its runs.")
+        st.button("Log in", on_click=st.login, key="login")
+        st.stop()
+    email = st.user.get("email")
+    if not auth.user_allowed(policy, email if isinstance(email, str) else None):
+        st.error(f"{views.escape_markdown(email or 'This account')} may not view this dashboard.")
+        st.button("Log out", on_click=st.logout, key="logout")
+        st.stop()
 
 
 def app_config() -> views.AppConfig:
@@ -394,8 +421,9 @@ def show_error(what: str, e: Exception) -> None:
 
 
 def page() -> None:
+    login_gate()
     config = app_config()
-    store = get_store(config.roots, config.poll)
+    store = get_store(config.roots, config.poll, config.follow_symlinks)
     summaries = {s.run_id: s for s in store.summaries()}
     load_url_state(store, summaries)
     keep_widget_state()

@@ -40,6 +40,7 @@ MAX_URL_RUNS = 8  # a compare view of more runs than this is unreadable anyway
 class AppConfig:
     roots: tuple[str, ...]
     poll: bool = False
+    follow_symlinks: bool = False  # only for roots whose writers you trust (docs/deploy.md)
 
 
 def default_roots(app_dir: Path) -> tuple[str, ...]:
@@ -58,11 +59,13 @@ def parse_app_args(
     parser = argparse.ArgumentParser(prog="app.py", add_help=False)
     parser.add_argument("--root", action="append", default=[])
     parser.add_argument("--poll", action="store_true")
+    parser.add_argument("--follow-symlinks", action="store_true")
     args, _ = parser.parse_known_args(list(argv))
     from_env = [p for p in env.get("KLWATCH_ROOTS", "").split(os.pathsep) if p.strip()]
     roots = [*args.root, *from_env] or list(defaults)
     unique = tuple(dict.fromkeys(os.path.abspath(r) for r in roots))
-    return AppConfig(unique, args.poll or env.get("KLWATCH_POLL", "") not in ("", "0"))
+    poll = args.poll or env.get("KLWATCH_POLL", "") not in ("", "0")
+    return AppConfig(unique, poll, args.follow_symlinks)
 
 
 # -- URL state -----------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 Headless Debian chromium driven by Playwright: the KL chart renders, and a NaN written by
 the "trainer" shows its alert on the open page without a reload. A screenshot is saved to
-test-artifacts/. Skipped where chromium or playwright is missing (`make test` installs
-chromium).
+test-artifacts/. Needs Debian's chromium at /usr/bin/chromium: `make test` installs it, and
+without it these tests fail (they are never skipped into a green run).
 """
 
 from __future__ import annotations
@@ -41,9 +41,13 @@ SERVER_START_TIMEOUT_S = 60.0
 ALERT_TIMEOUT_S = 8.0  # the issue's target is ≤ 2 s; this leaves room for a loaded CI box
 STEP_INTERVAL_S = 0.1
 
-sync_api = pytest.importorskip("playwright.sync_api")
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} missing (apt-get install chromium)", allow_module_level=True)
+from playwright import sync_api  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def chromium_present() -> None:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} missing: run `make test` (it apt-installs chromium)")
 
 
 def free_port() -> int:
@@ -200,3 +204,32 @@ def test_kl_chart_renders_and_a_nan_alert_appears_live(
 
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser-live-alert.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def test_html_in_run_names_and_samples_is_shown_as_text(
+    server: str, page: object, live_writer: LiveWriter
+) -> None:
+    evil_name = '<img src=x onerror="window.__pwned=1">**bold** [link](javascript:alert(1))'
+    with RunWriter(live_writer.run_dir.parent / "evil", name=evil_name) as writer:
+        write_steps(writer, 0, 50)
+        writer.log_samples(
+            49,
+            [
+                {
+                    "prompt": "<b>hi</b>",
+                    "response": "<script>window.__pwned=2</script>",
+                    "reward": 1.0,
+                }
+            ],
+        )
+    expect = sync_api.expect
+    page.goto(f"{server}/?run=runs/evil")  # type: ignore[attr-defined]
+    # The literal name is on the page as text (heading), not as an image or bold markup.
+    heading = page.get_by_role("heading", name="<img src=x", exact=False).first  # type: ignore[attr-defined]
+    expect(heading).to_be_visible(timeout=30_000)
+    expect(heading).to_contain_text("**bold**")
+    page.get_by_role("tab", name="Samples").click()  # type: ignore[attr-defined]
+    page.wait_for_timeout(1500)  # type: ignore[attr-defined]
+    assert page.evaluate("typeof window.__pwned") == "undefined"  # type: ignore[attr-defined]
+    assert page.locator("img[src=x]").count() == 0  # type: ignore[attr-defined]
+    assert page.locator("a[href^=javascript]").count() == 0  # type: ignore[attr-defined]
