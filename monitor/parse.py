@@ -20,6 +20,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.json as pa_json
 
+from monitor.tail import LONG_LINE_MARKER
+
 FAST_PIECE_BYTES = 4 << 20  # one bad line sends at most this much to the slow path
 
 
@@ -43,26 +45,30 @@ class ParsedBlock:
     steps: np.ndarray  # int64
     columns: dict[str, np.ndarray]  # float64, one per metric key other than step
     problems: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+    lines: int = 0  # lines the block spanned (valid, skipped and blank)
 
     @property
     def n(self) -> int:
         return len(self.steps)
 
 
-def parse_pieces(data: bytes, first_line: int = 1) -> Iterator[ParsedBlock]:
-    """Parse complete lines (`data` ends with a newline) piece by piece, in file order.
+def parse_pieces(
+    data: bytes, first_line: int = 1, end: int | None = None
+) -> Iterator[ParsedBlock]:
+    """Parse complete lines (`data[:end]` ends with a newline) piece by piece, in file order.
 
-    Never raises on bad content: bad lines are reported in each piece's `problems`.
+    Never raises on bad content: bad lines are reported in each piece's `problems`, and each
+    piece says how many lines it spanned so the caller can keep counting.
     """
     start, line = 0, first_line
-    size = len(data)
+    size = len(data) if end is None else end
     # pyarrow lets invalid UTF-8 through; the rule is that such a line is skipped. isascii()
     # is nearly free, so only non-ASCII input pays for a real UTF-8 check.
-    all_ascii = data.isascii()
+    all_ascii = data.isascii()  # the held-back partial line may be included: harmless
     while start < size:
-        end = data.rfind(b"\n", start, start + FAST_PIECE_BYTES) + 1
+        end = data.rfind(b"\n", start, min(start + FAST_PIECE_BYTES, size)) + 1
         if end <= start:  # a single line longer than a piece
-            end = data.find(b"\n", start + FAST_PIECE_BYTES) + 1 or size
+            end = data.find(b"\n", start + FAST_PIECE_BYTES, size) + 1 or size
         newlines = data.count(b"\n", start, end)
         # A zero-copy view for the fast path; only the slow path makes a bytes copy.
         parsed = None
@@ -70,6 +76,7 @@ def parse_pieces(data: bytes, first_line: int = 1) -> Iterator[ParsedBlock]:
             parsed = _parse_fast(pa.py_buffer(memoryview(data)[start:end]), newlines)
         if parsed is None:
             parsed = _parse_slow(data[start:end], line)
+        parsed.lines = newlines
         yield parsed
         line += newlines
         start = end
@@ -85,7 +92,7 @@ def _is_utf8(piece: bytes) -> bool:
 
 def parse_block(data: bytes, first_line: int = 1) -> ParsedBlock:
     """All of `data` as one block (tests and small inputs; the reader streams pieces)."""
-    return concat_blocks(list(parse_pieces(data, first_line)))
+    return concat_blocks(list(parse_pieces(data, first_line)))  # .lines is not kept
 
 
 def empty_block() -> ParsedBlock:
@@ -164,6 +171,9 @@ def _parse_slow(piece: bytes, first_line: int) -> ParsedBlock:
     for offset, raw in enumerate(piece.split(b"\n")[:-1]):
         line_no = first_line + offset
         if not raw.strip():
+            continue
+        if raw == LONG_LINE_MARKER:
+            problems.append((line_no, "line too long: skipped without reading it"))
             continue
         try:
             record = decode_line(raw)

@@ -44,6 +44,7 @@ class Run:
         self.last_write_time: float | None = None  # mtime of metrics.jsonl
         self._problems: list[Problem] = []
         self._tail = FileTail(self.metrics_path)
+        self._next_line = 1  # line number of the next complete line the tail hands over
         self._info_stamp: tuple[float, int] | None = None
         self._frame_cache: tuple[tuple[int, int], pd.DataFrame] | None = None
         self._lock = threading.RLock()
@@ -67,16 +68,16 @@ class Run:
             self.read_error = None
             if chunk.reset:
                 self.table.clear()
+                self._next_line = 1
                 self._note(None, "file was truncated or replaced: read again from the start")
-            for line in chunk.dropped_long_lines:
-                self._note(line, f"line longer than {self._tail.max_line_bytes} bytes skipped")
             parsed = 0
-            for data, first_line in chunk.blocks:
-                for piece in parse_pieces(data, first_line):
+            for data, end in chunk.blocks:
+                for piece in parse_pieces(data, self._next_line, end):
                     for line, reason in piece.problems:
                         self._note(line, reason)
                     self.table.append(piece)
                     parsed += piece.n
+                    self._next_line += piece.lines
             return parsed
 
     def _refresh_info(self) -> None:

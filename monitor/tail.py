@@ -1,10 +1,14 @@
 """Read only the new bytes of a growing file, as complete lines.
 
-`FileTail.read()` returns the complete lines appended since the last call as one bytes block
-(so a fast parser sees megabytes at a time, not one Python object per line). It holds back a
-line without its newline, drops a line longer than `max_line_bytes` without keeping it in
-memory, and notices when the file was truncated or replaced (size shrank, inode changed) so
-the caller can start over.
+`FileTail.read()` returns the complete lines appended since the last call as large bytes
+blocks (so a fast parser sees megabytes at a time, not one Python object per line). It holds
+back a line without its newline, drops a line longer than `max_line_bytes` without keeping
+it in memory, and notices when the file was truncated or replaced (size shrank, inode
+changed) so the caller can start over.
+
+The tail does not count lines (the parser counts them anyway, so counting here would be a
+second pass over every byte). A dropped overlong line is replaced in the stream by
+LONG_LINE_MARKER, so whoever counts lines still gets every later line number right.
 """
 
 from __future__ import annotations
@@ -15,24 +19,25 @@ from pathlib import Path
 
 UTF8_BOM = b"\xef\xbb\xbf"
 DEFAULT_MAX_LINE_BYTES = 1 << 20  # no honest metrics record is a megabyte long
-DEFAULT_READ_BLOCK_BYTES = 8 << 20
+DEFAULT_READ_BLOCK_BYTES = 16 << 20
+# Stands in for a dropped overlong line: NUL bytes make sure no JSON parser accepts it.
+LONG_LINE_MARKER = b"\x00klwatch:line-too-long\x00"
 
 
 @dataclass
 class TailChunk:
-    """Complete lines read in one call, as (block, first line number) pairs.
+    """Complete lines read in one call, as (data, end) pairs: data[:end] ends with b"\\n".
 
-    Each block ends with b"\\n"; line numbers are 1-based. Blocks are handed over as read
-    (no joining) so a cold load of a large file copies each byte as few times as possible.
+    Blocks are handed over as read (no joining, no slicing copies): a cold load of a large
+    file copies each byte as few times as possible.
     """
 
     blocks: list[tuple[bytes, int]] = field(default_factory=list)
     reset: bool = False  # the file was truncated/replaced: everything before is void
-    dropped_long_lines: list[int] = field(default_factory=list)  # line numbers skipped
 
     @property
     def data(self) -> bytes:
-        return b"".join(block for block, _ in self.blocks)
+        return b"".join(data[:end] for data, end in self.blocks)
 
     @property
     def empty(self) -> bool:
@@ -57,7 +62,6 @@ class FileTail:
         self._inode: tuple[int, int] | None = None
         self._pending = b""  # the start of a line whose newline has not arrived yet
         self._skipping_long_line = False
-        self._next_line = 1
 
     @property
     def pending_bytes(self) -> int:
@@ -88,34 +92,24 @@ class FileTail:
                     self.offset += len(UTF8_BOM)
                     block = block[len(UTF8_BOM) :]
                 self.offset += len(block)
-                first_line = self._next_line
-                complete = self._take_complete(block, chunk.dropped_long_lines)
-                if complete:
-                    chunk.blocks.append((complete, first_line))
+                complete = self._take_complete(block)
+                if complete is not None:
+                    chunk.blocks.append(complete)
         return chunk
 
-    def _take_complete(self, block: bytes, dropped: list[int]) -> bytes:
+    def _take_complete(self, block: bytes) -> tuple[bytes, int] | None:
+        prefix = b""
         if self._skipping_long_line:
             newline = block.find(b"\n")
             if newline < 0:
-                return b""  # still inside the overlong line: keep nothing of it
-            # Keep its newline: the dropped line stays as an empty placeholder line, so the
-            # line numbers of everything after it stay right.
-            block = block[newline:]
+                return None  # still inside the overlong line: keep nothing of it
+            block = block[newline + 1 :]
             self._skipping_long_line = False
-        data = self._pending + block if self._pending else block
-        last_newline = data.rfind(b"\n")
-        if last_newline < 0:
-            self._pending = data
-            self._drop_pending_if_too_long(dropped)
-            return b""
-        complete, self._pending = data[: last_newline + 1], data[last_newline + 1 :]
-        self._drop_pending_if_too_long(dropped)
-        self._next_line += complete.count(b"\n")
-        return complete
-
-    def _drop_pending_if_too_long(self, dropped: list[int]) -> None:
+            prefix = LONG_LINE_MARKER + b"\n"
+        data = prefix + self._pending + block if (prefix or self._pending) else block
+        end = data.rfind(b"\n") + 1
+        self._pending = data[end:]
         if len(self._pending) > self.max_line_bytes:
-            dropped.append(self._next_line)  # the pending line is always line _next_line
             self._pending = b""
             self._skipping_long_line = True
+        return (data, end) if end else None
