@@ -13,7 +13,7 @@ FIELDS = ("kl_mean", "kl_max", "beta", "reward_mean", "entropy", "response_len")
 
 
 def synthetic_lines(start: int, count: int, seed: int = 0) -> bytes:
-    """`count` metrics.jsonl records from step `start`: 8 fields, ~180 bytes a line."""
+    """`count` metrics.jsonl records from step `start`: 8 fields, ~200 bytes a line."""
     rng = np.random.default_rng(seed + start)
     steps = np.arange(start, start + count)
     cols = {
@@ -25,9 +25,9 @@ def synthetic_lines(start: int, count: int, seed: int = 0) -> bytes:
         "entropy": rng.random(count) * 3,
         "response_len": rng.integers(5, 40, count).astype(float),
     }
-    # Written the way json.dumps writes floats (repr), rounded like a real trainer's metrics.
-    text = {k: [repr(float(x)) for x in np.round(v, 8)] for k, v in cols.items()}
-    text["time"] = [repr(float(x)) for x in cols["time"]]
+    # Written the way RunWriter (json.dumps) writes floats: full repr, ~17 digits, as a
+    # trainer logging float32/float64 metrics produces. ~200 bytes a line.
+    text = {k: [repr(float(x)) for x in v] for k, v in cols.items()}
     out = []
     for i in range(count):
         fields = ",".join(f'"{k}":{v[i]}' for k, v in text.items())
