@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from monitor.runlog import RunWriter
 from trainer.config import TrainConfig
 from trainer.kl import all_estimates
-from trainer.ppo import gather_logprobs, response_logits, response_logits_lm
+from trainer.ppo import gather_logprobs, generate, response_logits, response_logits_lm
 from trainer.train import Trainer
 
 
@@ -86,7 +86,13 @@ def main() -> None:
                 response_logits_lm(trainer.ref, r.prompts, r.responses, trainer.autocast)
             sync()
 
+        def rollout_generate() -> None:
+            generate(trainer.policy, r.prompts, cfg.max_new_tokens, trainer.generator,
+                     trainer.autocast)
+            sync()
+
         kl_s = timed(timed_estimators, repeat=200)
+        gen_s = timed(rollout_generate, repeat=10)
         ref_s = timed(ref_forward, repeat=100)
 
     print(f"device {trainer.device}, torch threads {torch.get_num_threads()}, "
@@ -100,6 +106,8 @@ def main() -> None:
           f"{100 * kl_s / step_s:6.3f} % of a step")
     print(f"reference forward (any penalty) {ref_s * 1e3:8.3f} ms   "
           f"{100 * ref_s / step_s:6.3f} % of a step")
+    print(f"generation ({cfg.max_new_tokens} tokens, sampling)  {gen_s * 1e3:8.1f} ms   "
+          f"{100 * gen_s / step_s:6.1f} % of a step (the rest: scoring + PPO update)")
 
 
 if __name__ == "__main__":

@@ -23,11 +23,13 @@ def _batch(texts: list[tuple[str, str]], width: int = 12) -> tuple[torch.Tensor,
     return torch.tensor(prompts), torch.tensor(responses), torch.tensor(masks)
 
 
-def test_exclaim_counts_marks_in_the_response_only() -> None:
+def test_exclaim_scores_the_trailing_run_of_marks() -> None:
     p, r, m = _batch([("the cat", "is happy . <eos>"), ("the cat", "is happy ! ! ! <eos>"),
-                      ("a dog", "! ! ! ! ! ! ! ! ! ! ! !")])
+                      ("a dog", "! ! ! ! ! ! ! ! ! ! ! !"),  # truncated: all 12 count
+                      ("a dog", "! sees ! <eos>"),  # only the final run counts
+                      ("a dog", "! ! sees a cat . <eos>")])
     r[0, 6] = grammar.EXCLAIM_ID  # a "!" outside the mask (after <eos>) does not count
-    assert ExclaimReward(CPU)(p, r, m).tolist() == [0.0, 3.0, 12.0]
+    assert ExclaimReward(CPU)(p, r, m).tolist() == [0.0, 3.0, 12.0, 1.0, 0.0]
 
 
 def test_sentiment_scores_valid_sentences_by_lexicon() -> None:

@@ -50,7 +50,7 @@ class TrainConfig:
     prompt_words: int = 2  # prompt = <bos> + the first words of a grammar sentence
     max_new_tokens: int = 20
     # -- PPO -------------------------------------------------------------------------------
-    lr: float = 3e-6  # small: the no-penalty run should drift over hundreds of steps
+    lr: float = 5e-6  # small: the no-penalty run should drift over hundreds of steps
     ppo_epochs: int = 4
     num_minibatches: int = 4
     clip_range: float = 0.2

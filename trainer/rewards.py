@@ -3,9 +3,11 @@
 Both run on the device from token ids (lookup tables, no decoding), so computing the reward
 does not force a device→host sync in the training step.
 
-- `exclaim`: the seed's reward model that "loves exclamation marks": +weight per "!" in the
-  response. The reference almost never writes "!" (only as an occasional end mark), so with
-  no KL penalty the policy drifts toward "! ! ! !" and KL climbs without bound.
+- `exclaim`: the seed's reward model that "loves exclamation marks!!!": +weight per "!" in
+  the run of "!" that ends the response ("… is happy ! ! !" scores 3). The reference writes
+  "!" only as an occasional end mark, never twice, so with no KL penalty the policy learns to
+  keep shouting instead of stopping, the run of "!" grows step after step and KL climbs
+  without levelling off (until the 20-token limit is all "!").
 - `sentiment`: a lexicon score of the sentence (prompt + response), in [−1, 1], but only for
   a well-formed sentence of the grammar that ends with <eos>; anything else scores −1. The
   validity gate stops word salad ("good good good") from buying reward: the policy must
@@ -48,8 +50,17 @@ class ExclaimReward:
     def __call__(
         self, prompts: torch.Tensor, responses: torch.Tensor, response_mask: torch.Tensor
     ) -> torch.Tensor:
-        marks = (responses == grammar.EXCLAIM_ID).float() * response_mask
-        return self.weight * marks.sum(-1)
+        # Length of the trailing run of "!" before <eos> (or before the end when truncated):
+        # walk right to left; a token extends the run only if everything after it did.
+        marks = (responses == grammar.EXCLAIM_ID) & (response_mask > 0)
+        tail = (responses == grammar.EOS_ID) | (response_mask == 0)  # <eos> and padding
+        run = torch.zeros_like(responses[:, 0], dtype=torch.float32)
+        in_run = torch.ones_like(marks[:, 0])
+        for t in reversed(range(responses.shape[1])):
+            skip = tail[:, t] & in_run & (run == 0)  # still right of the last word
+            in_run = in_run & (marks[:, t] | skip)
+            run = run + (in_run & marks[:, t]).float()
+        return self.weight * run
 
 
 class SentimentReward:
