@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -98,6 +99,10 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[
     return cfg, resume_state
 
 
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
@@ -109,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.train import init_distributed, run
 
     dist_info = init_distributed(cfg.device)
+    # `make run` stops its background trainer with SIGTERM: treat it like Ctrl-C, so the run
+    # gets a checkpoint and run.json a final status instead of "running" forever.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         run_dir = run(cfg, command=command_line(argv), resume_state=resume_state,
                       quiet=args.quiet, dist_info=dist_info)
