@@ -1,0 +1,1 @@
+"""klwatch reference RLHF trainer: PPO with a per-token KL penalty (see docs/trainer.md)."""
