@@ -53,14 +53,14 @@ class ParsedBlock:
 
 
 def parse_pieces(
-    data: bytes, first_line: int = 1, end: int | None = None
+    data: bytes, first_line: int = 1, begin: int = 0, end: int | None = None
 ) -> Iterator[ParsedBlock]:
-    """Parse complete lines (`data[:end]` ends with a newline) piece by piece, in file order.
+    """Parse complete lines (`data[begin:end]`, ending with a newline) piece by piece.
 
     Never raises on bad content: bad lines are reported in each piece's `problems`, and each
     piece says how many lines it spanned so the caller can keep counting.
     """
-    start, line = 0, first_line
+    start, line = begin, first_line
     size = len(data) if end is None else end
     # pyarrow lets invalid UTF-8 through; the rule is that such a line is skipped. isascii()
     # is nearly free, so only non-ASCII input pays for a real UTF-8 check.

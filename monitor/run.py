@@ -71,8 +71,8 @@ class Run:
                 self._next_line = 1
                 self._note(None, "file was truncated or replaced: read again from the start")
             parsed = 0
-            for data, end in chunk.blocks:
-                for piece in parse_pieces(data, self._next_line, end):
+            for data, start, end in chunk.blocks:
+                for piece in parse_pieces(data, self._next_line, start, end):
                     for line, reason in piece.problems:
                         self._note(line, reason)
                     self.table.append(piece)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 UTF8_BOM = b"\xef\xbb\xbf"
 DEFAULT_MAX_LINE_BYTES = 1 << 20  # no honest metrics record is a megabyte long
@@ -26,18 +27,18 @@ LONG_LINE_MARKER = b"\x00klwatch:line-too-long\x00"
 
 @dataclass
 class TailChunk:
-    """Complete lines read in one call, as (data, end) pairs: data[:end] ends with b"\\n".
+    """Complete lines read in one call, as (data, start, end): data[start:end] is whole lines.
 
     Blocks are handed over as read (no joining, no slicing copies): a cold load of a large
     file copies each byte as few times as possible.
     """
 
-    blocks: list[tuple[bytes, int]] = field(default_factory=list)
+    blocks: list[tuple[bytes, int, int]] = field(default_factory=list)
     reset: bool = False  # the file was truncated/replaced: everything before is void
 
     @property
     def data(self) -> bytes:
-        return b"".join(data[:end] for data, end in self.blocks)
+        return b"".join(data[start:end] for data, start, end in self.blocks)
 
     @property
     def empty(self) -> bool:
@@ -83,33 +84,60 @@ class FileTail:
             chunk = TailChunk(reset=reset)
             if st.st_size == self.offset:
                 return chunk
+            if self.offset == 0 and not self._skip_bom(f):
+                return chunk  # only part of what may be a BOM so far: wait for the rest
             f.seek(self.offset)
             while True:
                 block = f.read(self.read_block_bytes)
                 if not block:
                     break
-                if self.offset == 0 and block.startswith(UTF8_BOM):
-                    self.offset += len(UTF8_BOM)
-                    block = block[len(UTF8_BOM) :]
                 self.offset += len(block)
-                complete = self._take_complete(block)
-                if complete is not None:
-                    chunk.blocks.append(complete)
+                chunk.blocks.extend(self._take_complete(block))
         return chunk
 
-    def _take_complete(self, block: bytes) -> tuple[bytes, int] | None:
-        prefix = b""
+    def _skip_bom(self, f: BinaryIO) -> bool:
+        """At the start of the file: step over a UTF-8 BOM. False while undecidable."""
+        head = f.read(len(UTF8_BOM))
+        if head == UTF8_BOM:
+            self.offset = len(UTF8_BOM)
+        elif len(head) < len(UTF8_BOM) and UTF8_BOM.startswith(head):
+            return False
+        return True
+
+    def _take_complete(self, block: bytes) -> list[tuple[bytes, int, int]]:
+        """Split a block read from disk into complete-line spans; keep the rest pending.
+
+        Spans point into `block` (no slicing copies of megabytes); only the line that
+        straddles two reads is joined into a small bytes object of its own.
+        """
+        spans: list[tuple[bytes, int, int]] = []
+        start = 0
         if self._skipping_long_line:
             newline = block.find(b"\n")
             if newline < 0:
-                return None  # still inside the overlong line: keep nothing of it
-            block = block[newline + 1 :]
+                return spans  # still inside the overlong line: keep nothing of it
+            start = newline + 1
             self._skipping_long_line = False
-            prefix = LONG_LINE_MARKER + b"\n"
-        data = prefix + self._pending + block if (prefix or self._pending) else block
-        end = data.rfind(b"\n") + 1
-        self._pending = data[end:]
-        if len(self._pending) > self.max_line_bytes:
+            spans.append((LONG_LINE_MARKER + b"\n", 0, len(LONG_LINE_MARKER) + 1))
+        if self._pending:
+            newline = block.find(b"\n", start)
+            if newline < 0:
+                self._hold(self._pending + block[start:])
+                return spans
+            head = self._pending + block[start : newline + 1]
+            spans.append((head, 0, len(head)))
+            self._pending = b""
+            start = newline + 1
+        end = block.rfind(b"\n", start) + 1
+        if end > start:
+            spans.append((block, start, end))
+        self._hold(block[max(start, end) :])
+        return spans
+
+    def _hold(self, partial: bytes) -> None:
+        """Keep the start of an unfinished line, unless it is already absurdly long."""
+        if len(partial) > self.max_line_bytes:
             self._pending = b""
             self._skipping_long_line = True
-        return (data, end) if end else None
+        else:
+            self._pending = partial

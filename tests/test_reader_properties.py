@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from monitor import load_run, open_run
+from monitor.tail import FileTail
 
 values = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True, width=64),
@@ -41,16 +42,21 @@ def frame_of(run) -> dict[str, list[float]]:  # type: ignore[no-untyped-def]
 )
 @given(
     rows=records,
-    cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=12),
+    # Small cuts too: a split inside the 3-byte BOM or a CRLF must not matter.
+    cuts=st.lists(
+        st.one_of(st.integers(0, 4), st.integers(min_value=0, max_value=4000)), max_size=12
+    ),
     crlf=st.booleans(),
     bom=st.booleans(),
+    read_block=st.sampled_from([1, 7, 64, 16 << 20]),
 )
 def test_any_split_equals_one_shot(
     tmp_path_factory,
     rows,
     cuts,
     crlf,
-    bom,  # type: ignore[no-untyped-def]
+    bom,
+    read_block,  # type: ignore[no-untyped-def]
 ) -> None:
     data = (b"\xef\xbb\xbf" if bom else b"") + encode(rows, crlf)
     one_shot_dir: Path = tmp_path_factory.mktemp("one")
@@ -61,6 +67,7 @@ def test_any_split_equals_one_shot(
     path = piece_dir / "metrics.jsonl"
     path.write_bytes(b"")
     run = open_run(piece_dir)
+    run._tail = FileTail(path, read_block_bytes=read_block)  # lines straddling reads too
     bounds = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
     total = 0
     for start, end in itertools.pairwise(bounds):
