@@ -35,6 +35,8 @@ STATUSES = ("running", "finished", "failed")
 # mean; they differ by the response length, so thresholds must know which one they read.
 KL_UNITS = ("per_token", "per_sequence")
 
+NO_TARGET_CONTROLLERS = ("none", "fixed")
+
 DEFAULT_FSYNC_INTERVAL_S = 5.0
 
 
@@ -68,11 +70,15 @@ def kl_meaning(config: Mapping[str, Any] | None) -> dict[str, Any]:
     units = config.get("kl_units", "per_token")
     if units not in KL_UNITS:
         raise RunLogError(f"config kl_units must be one of {KL_UNITS}, got {units!r}")
+    controller = config.get("kl_controller")
+    # A target only means something to a controller that steers toward it: a fixed-β or
+    # no-penalty run with a default target_kl in its config has no target KL.
+    target = None if controller in NO_TARGET_CONTROLLERS else config.get("target_kl")
     return {
         "units": units,
         "estimator": config.get("kl_estimator"),
-        "controller": config.get("kl_controller"),
-        "target": config.get("target_kl"),
+        "controller": controller,
+        "target": target,
     }
 
 
@@ -81,6 +87,8 @@ def write_json_atomic(path: Path, document: Mapping[str, Any]) -> None:
     data = json.dumps(document, indent=2, sort_keys=True, allow_nan=True, default=str) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file 0600; a team dashboard running as another user must read it.
+        os.fchmod(fd, 0o666 & ~_current_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(data)
             f.flush()
@@ -90,6 +98,12 @@ def write_json_atomic(path: Path, document: Mapping[str, Any]) -> None:
         with _suppress_os_error():
             os.unlink(tmp)
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 class _suppress_os_error:

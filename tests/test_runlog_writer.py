@@ -155,3 +155,26 @@ def test_run_json_replaced_atomically_leaves_no_temp_files(tmp_path: Path) -> No
         for step in range(5):
             writer.set_info(progress=step)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl", "run.json"]
+
+
+def test_run_json_is_readable_by_others_like_metrics(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        with RunWriter(tmp_path) as writer:
+            writer.log(0, **KL)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "run.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "metrics.jsonl").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize(
+    ("controller", "target"),
+    [("adaptive", 0.05), ("fixed", None), ("none", None), ("proportional", 0.05)],
+)
+def test_target_kl_only_for_controllers_that_steer(
+    tmp_path: Path, controller: str, target: float | None
+) -> None:
+    with RunWriter(tmp_path, config={"kl_controller": controller, "target_kl": 0.05}) as w:
+        w.log(0, **KL)
+    assert json.loads((tmp_path / "run.json").read_text())["kl"]["target"] == target

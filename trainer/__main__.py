@@ -18,7 +18,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trainer.config import ConfigError, TrainConfig, build_config, load_config_file
+from trainer.config import (
+    ConfigError,
+    TrainConfig,
+    build_config,
+    load_config_file,
+    resolve_pretrained,
+)
 from trainer.controllers import CONTROLLERS
 from trainer.kl import ESTIMATORS
 from trainer.rewards import REWARDS
@@ -37,36 +43,51 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--lr": ("lr", float, "Adam learning rate"),
     "--batch-size": ("batch_size", int, "prompts per step per process"),
 }
-CHOICES = {"kl_controller": CONTROLLERS, "kl_estimator": ESTIMATORS, "reward": REWARDS,
-           "device": ("auto", "cpu", "cuda")}
+CHOICES = {
+    "kl_controller": CONTROLLERS,
+    "kl_estimator": ESTIMATORS,
+    "reward": REWARDS,
+    "device": ("auto", "cpu", "cuda"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m trainer", description=__doc__,
+        prog="python -m trainer",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for flag, (dest, kind, help_text) in FLAGS.items():
-        parser.add_argument(flag, dest=dest, type=kind, choices=CHOICES.get(dest),
-                            default=argparse.SUPPRESS, help=help_text)
-    parser.add_argument("--config", type=Path, default=None,
-                        help="TOML or JSON file with any TrainConfig field (flags win)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --run-dir from its checkpoint")
+        parser.add_argument(
+            flag,
+            dest=dest,
+            type=kind,
+            choices=CHOICES.get(dest),
+            default=argparse.SUPPRESS,
+            help=help_text,
+        )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML or JSON file with any TrainConfig field (flags win)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --run-dir from its checkpoint"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
 def command_line(argv: list[str]) -> str:
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    launcher = f"torchrun --nproc-per-node {world} -m trainer" if world > 1 else \
-        "python -m trainer"
+    launcher = f"torchrun --nproc-per-node {world} -m trainer" if world > 1 else "python -m trainer"
     return " ".join([launcher, *map(shlex.quote, argv)]).strip()
 
 
-def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[
-    TrainConfig, dict[str, Any] | None
-]:
+def resolve(
+    args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> tuple[TrainConfig, dict[str, Any] | None]:
     flags = {dest: getattr(args, dest) for dest, *_ in FLAGS.values() if hasattr(args, dest)}
     file_values = load_config_file(args.config) if args.config else {}
     base = TrainConfig().to_dict()
@@ -84,13 +105,17 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[
     cfg = build_config(base, file_values, flags)
     if not cfg.run_dir:
         cfg.run_dir = f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{cfg.kl_controller}"
-    if not Path(cfg.pretrained).is_file():
-        parser.error(f"pretrained policy {cfg.pretrained} not found "
-                     "(make it with: python -m trainer.pretrain)")
+    if not resolve_pretrained(cfg.pretrained).is_file():
+        parser.error(
+            f"pretrained policy {cfg.pretrained} not found "
+            "(make it with: python -m trainer.pretrain)"
+        )
     is_main = int(os.environ.get("RANK", "0")) == 0
     if is_main and not args.resume and (Path(cfg.run_dir) / "metrics.jsonl").exists():
-        parser.error(f"{cfg.run_dir} already holds a run; pass --resume to continue it "
-                     "or choose another --run-dir")
+        parser.error(
+            f"{cfg.run_dir} already holds a run; pass --resume to continue it "
+            "or choose another --run-dir"
+        )
     if cfg.device == "cuda":
         import torch
 
@@ -118,8 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     # gets a checkpoint and run.json a final status instead of "running" forever.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        run_dir = run(cfg, command=command_line(argv), resume_state=resume_state,
-                      quiet=args.quiet, dist_info=dist_info)
+        run_dir = run(
+            cfg,
+            command=command_line(argv),
+            resume_state=resume_state,
+            quiet=args.quiet,
+            dist_info=dist_info,
+        )
     except KeyboardInterrupt:
         print("\ninterrupted; checkpoint saved, continue with --resume", file=sys.stderr)
         return 130

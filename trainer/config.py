@@ -22,6 +22,13 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 DEVICES = ("auto", "cpu", "cuda")
 
 
+def resolve_pretrained(path: str) -> Path:
+    candidate = Path(path)
+    if candidate.is_absolute() or candidate.exists():
+        return candidate
+    return ASSETS.parents[1] / candidate
+
+
 class ConfigError(ValueError):
     """A config value or file that cannot be used; the CLI turns it into exit code 2."""
 
@@ -33,7 +40,9 @@ class TrainConfig:
     steps: int = 1000  # total PPO steps (a resumed run continues up to this number)
     seed: int = 0
     device: str = "auto"  # auto: cuda (bf16 autocast) when available, else cpu
-    pretrained: str = str(ASSETS / "policy.pt")
+    # Relative paths resolve against the working directory, then the repository root, so a
+    # run.json never records one machine's absolute checkout path.
+    pretrained: str = "trainer/assets/policy.pt"
     # -- reward & KL penalty ---------------------------------------------------------------
     reward: str = "exclaim"
     kl_controller: str = "adaptive"

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from monitor.runlog import RunWriter
 from trainer import grammar
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, resolve_pretrained
 from trainer.controllers import KLController, make_controller
 from trainer.model import PolicyWithValue, frozen_copy, load_pretrained
 from trainer.ppo import (
@@ -99,7 +99,7 @@ class Trainer:
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
         torch.manual_seed(cfg.seed)
-        lm = load_pretrained(Path(cfg.pretrained), self.device)
+        lm = load_pretrained(resolve_pretrained(cfg.pretrained), self.device)
         self.ref = frozen_copy(lm)
         self.model = PolicyWithValue(lm).to(self.device)
         self.policy = self.model.policy  # generation needs only the LM
@@ -273,7 +273,7 @@ def run(
         return run_dir
 
     info = {"world_size": dist_info.world_size, "device": str(trainer.device),
-            "pretrained_sha": _short_hash(Path(cfg.pretrained))}
+            "pretrained_sha": _short_hash(resolve_pretrained(cfg.pretrained))}
     with RunWriter(run_dir, config=cfg.to_dict(), extra_info=info) as writer:
         history = list(writer.info.get("command_history", []))
         writer.set_info(command=command, command_history=[*history, command])
