@@ -9,7 +9,7 @@ PORT   ?= 8501
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install -qq -r requirements-dev.txt
 	touch $@
 
 # The dashboard on the embedded sample runs, plus a live demo training run into runs/.
