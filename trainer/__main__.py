@@ -124,6 +124,15 @@ def resolve(
     return cfg, resume_state
 
 
+def _wait_for_all_ranks() -> None:
+    """Ranks leave together: a rank that tears down gloo while rank 0 still writes its last
+    checkpoint aborts ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+
+
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -150,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             quiet=args.quiet,
             dist_info=dist_info,
         )
+        _wait_for_all_ranks()
     except KeyboardInterrupt:
         print("\ninterrupted; checkpoint saved, continue with --resume", file=sys.stderr)
         return 130
