@@ -31,6 +31,7 @@ from monitor.run import Run
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 MAD_TO_SIGMA = 1.4826  # MAD of a normal sample × this estimates its σ
+MEDIAN_SE = 1.2533  # standard error of a normal sample's median, in units of σ/√n
 LOG_FLOOR = 1e-8  # KL values at or below this count as this on the log scale
 
 
@@ -217,7 +218,7 @@ class AlertEngine:
         self._detectors = _block_rules(cfg, self.th)
         self._history = {
             name: Tail(max(d.history for d in self._detectors) if self._detectors else 0)
-            for name in ("level", "reward")
+            for name in ("level", "se", "reward")
         }
 
     def _needed_columns(self, run: Run) -> list[str]:
@@ -331,13 +332,14 @@ class AlertEngine:
         self._blocks_seen += n_full
         context = {
             "level": self._history["level"].extend(stats["level"]),
+            "se": self._history["se"].extend(stats["se"]),
             "reward": self._history["reward"].extend(stats["reward"]),
         }
         for detector in self._detectors:
             cond, values = detector.condition(stats, context, n_full)
-            hold = values.pop("hold", None)
+            hold, quick = values.pop("hold", None), values.pop("quick", None)
             steps = stats["step"].astype(np.int64)
-            for event in detector.episodes.feed(cond, steps, hold):
+            for event in detector.episodes.feed(cond, steps, hold, quick):
                 if event.kind == "end":
                     self._close(detector.rule, event.step)
                 else:
@@ -366,14 +368,18 @@ class AlertEngine:
 
 
 def _block_stats(blocks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per block: first step, robust level, mean and standard error (sign tests), β, reward."""
+    """Per block: first step, robust level and its standard error (median, MAD), mean and
+    standard error (sign tests), β, reward."""
     level = blocks["level"]
     size = level.shape[1]
     with np.errstate(invalid="ignore", divide="ignore"):
         sem = level.std(axis=1, ddof=1) / math.sqrt(size) if size > 1 else np.zeros(len(level))
+    median = np.median(level, axis=1)
+    mad = np.median(np.abs(level - median[:, None]), axis=1)
     return {
         "step": blocks["step"][:, 0],
-        "level": np.median(level, axis=1),
+        "level": median,
+        "se": MEDIAN_SE * MAD_TO_SIGMA * mad / math.sqrt(size),
         "native": np.median(blocks["native"], axis=1),
         "mean": level.mean(axis=1),
         "sem": sem,
@@ -487,33 +493,71 @@ def _kl_growth(cfg: AlertConfig, th: Thresholds) -> _BlockRule | None:
     if not sec.enabled:
         return None
     g = cfg.blocks(sec.segment_rows)
+    f = cfg.blocks(sec.fast_segment_rows)
+
+    def segments(ctx: dict, n: int, width: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Levels of four consecutive segments of `width` blocks ending at each new block
+        (mean of block medians: these are robust already, their mean is the less noisy
+        level), oldest first, and the variances of those means."""
+        seg = trailing_mean(ctx["level"], n + 3 * width, width)
+        var = trailing_mean(ctx["se"] ** 2, n + 3 * width, width) / width
+        levels = [seg[k * width : k * width + n] for k in range(4)]
+        variances = [var[k * width : k * width + n] for k in range(4)]
+        return levels, variances
 
     def condition(stats: dict, ctx: dict, n: int) -> Condition:
-        # Mean of the block medians of the last g blocks and of the three segments before
-        # it (block medians are already robust; their mean is the less noisy level). Three
-        # rises in a row: a step up smoothed by the segment means makes at most two.
-        seg = trailing_mean(ctx["level"], n + 3 * g, g)
-        s0, s1, s2, s3 = seg[:n], seg[g : g + n], seg[2 * g : 2 * g + n], seg[3 * g :]
+        # Long scale: three rises in a row, none much smaller than the one before — steady
+        # (linear) or faster growth. A step up smoothed by the segment means makes at most
+        # two rises. Must hold for sustain_rows.
+        (s0, s1, s2, s3), _ = segments(ctx, n, g)
         d0, d1, d2 = s1 - s0, s2 - s1, s3 - s2
         rel, ratio = sec.min_relative_rise, sec.min_accel_ratio
+        # Short scale: every segment above the band, three significant rises, each at least
+        # the one before, and a significant acceleration — a fast runaway, fired at once.
+        (f0, f1, f2, f3), (v0, v1, v2, v3) = segments(ctx, n, f)
+        e0, e1, e2 = f1 - f0, f2 - f1, f3 - f2
+        frel, z = sec.fast_min_relative_rise, sec.fast_z_rise
         with np.errstate(invalid="ignore"):
             above = (s3 > th.growth_level) & (d0 >= rel * s1) & (d1 >= rel * s2)
-            cond = above & (d1 >= ratio * d0) & (d2 >= ratio * d1) & (d2 >= rel * s3)
-            # Once raised, it clears only when the rise has clearly slowed (noise hysteresis).
+            steady = above & (d1 >= ratio * d0) & (d2 >= ratio * d1) & (d2 >= rel * s3)
+            fast = (
+                (f0 > th.growth_level)
+                & (e0 >= np.maximum(frel * f1, z * np.sqrt(v0 + v1)))
+                & (e1 >= np.maximum(frel * f2, z * np.sqrt(v1 + v2)))
+                & (e2 >= np.maximum(frel * f3, z * np.sqrt(v2 + v3)))
+                & (e1 >= e0)
+                & (e2 >= e1)
+                & (e2 - e0 >= sec.fast_z_accel * np.sqrt(v0 + v1 + v2 + v3))
+            )
+            # Once raised, it clears only when the rise has clearly slowed (noise hysteresis):
+            # half the long-scale thresholds, or (short scale) still rising at half the pace.
             hold = (s3 > th.growth_level) & (d2 >= 0.5 * ratio * d1) & (d2 >= 0.5 * rel * s3)
-        return cond, {"late": s3, "d2": d2, "hold": hold}
+            hold |= (f3 > th.growth_level) & (e2 >= 0.5 * frel * f3)
+        late = np.where(fast, f3, s3)
+        rise = np.where(fast, e2, d2)
+        rows = np.where(fast, f, g) * cfg.block_rows
+        values = {"late": late, "rise": rise, "rows": rows, "fast": fast}
+        return steady, {**values, "hold": hold, "quick": fast}
 
     def message(event: Event, _stats: dict, v: dict) -> str:
-        late, rise = v["late"][event.index], v["d2"][event.index]
+        i = event.index
+        late, rise, rows = v["late"][i], v["rise"][i], int(v["rows"][i])
         where = f"target × {sec.over_target:g}" if th.target else "the healthy band"
+        shape = "faster and faster" if v["fast"][i] else "without levelling off"
         return (
-            f"Mean KL keeps climbing without levelling off ({late:.3g}{th.unit}, +{rise:.3g} "
-            f"over the last {g * cfg.block_rows} rows, above {where}) since step {event.step}: "
-            "raise β or lower the learning rate before the policy runs away."
+            f"Mean KL keeps climbing {shape} ({late:.3g}{th.unit}, +{rise:.3g} over the last "
+            f"{rows} rows, above {where}) since step {event.step}: raise β or lower the "
+            "learning rate before the policy runs away."
         )
 
     return _BlockRule(
-        "kl_growth", sec.severity, "kl_mean", _episodes(cfg, sec), 4 * g, condition, message
+        "kl_growth",
+        sec.severity,
+        "kl_mean",
+        _episodes(cfg, sec),
+        4 * max(g, f),
+        condition,
+        message,
     )
 
 

@@ -26,8 +26,10 @@ class Episodes:
 
     An episode starts once `on` has held for `on_units` consecutive units (its step is the
     first of them) and clears once `hold` (default: `on`; a weaker condition keeps a noisy
-    episode from flickering) has failed for `off_units` consecutive units. The Python loop
-    runs once per change of the conditions, not per unit; unfinished stretches carry over.
+    episode from flickering) has failed for `off_units` consecutive units. Where `quick`
+    (a stronger form of `on` that carries its own evidence) holds, the episode starts at once
+    without waiting for `on_units`. The Python loop runs once per change of the conditions,
+    not per unit; unfinished stretches carry over.
     """
 
     def __init__(self, on_units: int, off_units: int) -> None:
@@ -40,24 +42,33 @@ class Episodes:
         self._off_step = 0
 
     def feed(
-        self, on: np.ndarray, steps: np.ndarray, hold: np.ndarray | None = None
+        self,
+        on: np.ndarray,
+        steps: np.ndarray,
+        hold: np.ndarray | None = None,
+        quick: np.ndarray | None = None,
     ) -> list[Event]:
         events: list[Event] = []
         n = on.size
         if n == 0:
             return events
+        on = on if quick is None else (on | quick)
         hold = on if hold is None else (hold | on)
-        code = on.astype(np.int8) + hold.astype(np.int8)  # 0 neither, 1 hold only, 2 on
+        # 0 neither, 1 hold only, 2 on, 3 on and quick
+        code = on.astype(np.int8) + hold.astype(np.int8)
+        if quick is not None:
+            code += quick.astype(np.int8)
         starts = np.concatenate(([0], np.flatnonzero(code[1:] != code[:-1]) + 1)).tolist()
         for s, e in zip(starts, [*starts[1:], n], strict=True):
             c = int(code[s])
-            if c == 2:
+            if c >= 2:
                 if not self._on_len:
                     self._on_step = int(steps[s])
                 need = self.on_units - self._on_len
                 self._on_len += e - s
-                if not self.active and self._on_len >= self.on_units:
-                    events.append(Event("start", self._on_step, s + max(0, need - 1)))
+                if not self.active and (c == 3 or self._on_len >= self.on_units):
+                    index = s if c == 3 else s + max(0, need - 1)
+                    events.append(Event("start", self._on_step, index))
                     self.active = True
             else:
                 self._on_len = 0

@@ -75,14 +75,24 @@ class SpikeConfig:
 class GrowthConfig:
     enabled: bool = True
     severity: str = "critical"
-    segment_rows: int = 300  # compare the rises between four consecutive segments this long
+    # Long scale (steady runaways): rises between four consecutive segments this long.
+    segment_rows: int = 300
     # Still climbing: the last segment rose at least this fraction of the one before…
     min_accel_ratio: float = 0.6
     # …and by at least this fraction of the current level (per segment).
     min_relative_rise: float = 0.05
+    sustain_rows: int = 150  # the long-scale verdict must hold this long
+    # Short scale (fast runaways, short runs): four consecutive segments this long, all above
+    # the band; three rises, each at least the one before, each at least
+    # `fast_min_relative_rise` of the level and `fast_z_rise` standard errors (from the
+    # block medians' own noise), and the acceleration (last rise − first) at least
+    # `fast_z_accel` standard errors. Fires without sustain: the evidence is in the window.
+    fast_segment_rows: int = 50
+    fast_min_relative_rise: float = 0.05
+    fast_z_rise: float = 2.0
+    fast_z_accel: float = 3.0
     # Counts only above the band, or above target × this when run.json has a target.
     over_target: float = 1.2
-    sustain_rows: int = 150
     clear_rows: int = 200
 
 
@@ -158,7 +168,7 @@ class AlertConfig:
     kl_growth: GrowthConfig = field(default_factory=GrowthConfig)
     kl_high: LevelConfig = field(default_factory=LevelConfig)
     kl_low: LevelConfig = field(
-        default_factory=lambda: LevelConfig(severity="info", sustain_rows=500, warmup_steps=1000)
+        default_factory=lambda: LevelConfig(severity="info", sustain_rows=250, warmup_steps=150)
     )
     kl_negative: NegativeConfig = field(default_factory=NegativeConfig)
     kl_nonfinite: NonfiniteConfig = field(default_factory=NonfiniteConfig)

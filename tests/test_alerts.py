@@ -201,6 +201,65 @@ def test_plateau_just_above_the_band_is_high_but_not_growth(tmp_path: Path) -> N
     assert rules(alerts_for(tmp_path, trace(kl))) == ["kl_high"]
 
 
+def no_penalty_shape(seed: int) -> np.ndarray:
+    """Shaped like sample_runs/no-penalty-hacking (β = 0, 500 steps, per token): 0 → 1.1 by
+    step 100, a steady climb to ~1.75 at 350, the collapse to ~5.6 by 400, still rising to
+    ~7.2 at 499."""
+    t = np.arange(500, dtype=float)
+    level = np.select(
+        [t < 100, t < 350, t < 400],
+        [
+            1e-4 + 1.1 * (t / 100) ** 2,
+            1.1 + 0.0026 * (t - 100),
+            1.75 + 3.85 * ((t - 350) / 50) ** 2,
+        ],
+        5.6 + 0.016 * (t - 400),
+    )
+    return noisy(level, 0.15, 500, seed)
+
+
+@pytest.mark.parametrize("seed", [35, 36, 37])
+def test_short_no_penalty_run_is_flagged_within_its_500_steps(tmp_path: Path, seed: int) -> None:
+    columns = trace(no_penalty_shape(seed), beta=np.zeros(500))
+    raised = detection_rows(tmp_path, columns)
+    assert "kl_growth" in raised and raised["kl_growth"][1] <= 450
+    (growth,) = [a for a in alerts_for(tmp_path, columns) if a.rule == "kl_growth"]
+    assert growth.severity == "critical" and growth.end_step is None
+    assert "faster and faster" in growth.message
+
+
+def test_fast_exponential_runaway_in_a_short_run(tmp_path: Path) -> None:
+    t = np.arange(500)
+    kl = noisy(0.02 * np.exp(t / 120), 0.15, 500, seed=38)  # leaves the band at step ~193
+    raised = detection_rows(tmp_path, trace(kl))
+    # Four 50-row segments all above the band, then one to judge: ~250 rows at best.
+    assert raised["kl_growth"][1] - 193 <= 300
+
+
+@pytest.mark.parametrize("seed", [39, 40])
+def test_short_rise_then_plateau_above_the_band_is_high_not_growth(
+    tmp_path: Path, seed: int
+) -> None:
+    # Shaped like sample_runs/fixed-beta: 0 → 0.42 per token within ~200 steps, then flat.
+    t = np.arange(500)
+    kl = noisy(1e-4 + 0.42 * (1 - np.exp(-t / 60)), 0.15, 500, seed)
+    assert rules(alerts_for(tmp_path, trace(kl))) == ["kl_high"]
+
+
+@pytest.mark.parametrize("tau", [100, 200, 400])
+def test_approach_to_a_high_plateau_is_not_growth(tmp_path: Path, tau: int) -> None:
+    t = np.arange(3000)
+    kl = noisy(1e-4 + 1.0 * (1 - np.exp(-t / tau)), 0.3, 3000, seed=tau)
+    assert "kl_growth" not in rules(alerts_for(tmp_path, trace(kl)))
+
+
+@pytest.mark.parametrize(("level", "seed"), [(0.3, 41), (0.3, 42), (2.0, 43)])
+def test_heavy_noise_above_the_band_is_not_growth(tmp_path: Path, level: float, seed: int) -> None:
+    kl = noisy(level, 0.5, 10_000, seed)
+    found = rules(alerts_for(tmp_path, trace(kl, kl_max=noisy(level * 4, 0.5, 10_000, seed + 1))))
+    assert "kl_growth" not in found and "kl_high" in found
+
+
 # -- kl_high / kl_low -------------------------------------------------------------------------
 
 
@@ -215,11 +274,19 @@ def test_kl_high_needs_a_sustained_stretch(tmp_path: Path) -> None:
 
 def test_kl_low_fires_only_after_warmup(tmp_path: Path) -> None:
     t = np.arange(4000)
-    warming = np.minimum(0.001 * 1.005**t, 0.05)  # low only during warm-up: fine
+    # Low only while warming up (reaches 0.01 at step ~290; the sample runs enter the band
+    # by step ~100): fine.
+    warming = np.minimum(0.001 * 1.008**t, 0.05)
     assert alerts_for(tmp_path, trace(noisy(warming, 0.1, 4000, 17))) == []
     stuck = noisy(0.002, 0.1, 4000, 18)  # β too strong: KL never moves
     (low,) = alerts_for(tmp_path, trace(stuck))
-    assert (low.rule, low.step, low.severity) == ("kl_low", 1000, "info")
+    assert (low.rule, low.step, low.severity) == ("kl_low", 150, "info")
+
+
+def test_kl_low_is_seen_within_a_short_run(tmp_path: Path) -> None:
+    # 500 steps at 0.006 per token (the beta-too-high sample run): seen by row 400.
+    raised = detection_rows(tmp_path, trace(noisy(0.006, 0.3, 500, seed=34)))
+    assert raised == {"kl_low": (150, 400)}
 
 
 # -- kl_negative / kl_nonfinite ---------------------------------------------------------------
