@@ -28,6 +28,7 @@ chromium:
 
 test: $(VENV)/.installed chromium
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
 lint: $(VENV)/.installed

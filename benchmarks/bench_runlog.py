@@ -65,23 +65,31 @@ def main() -> None:
         t_pandas = best_of(lambda: pd.read_json(path, lines=True), repeat=2)
         t_orjson = best_of(lambda: orjson_per_line(path), repeat=2)
         t_load = best_of(lambda: load_run(big), repeat=3)
-        print(f"cold load   pandas.read_json {t_pandas:.2f} s | orjson per line + DataFrame "
-              f"{t_orjson:.2f} s | load_run {t_load:.2f} s")
-        print(f"            speed-up vs pandas {t_pandas / t_load:.1f}x (goal >= 10x) | "
-              f"vs orjson per line {t_orjson / t_load:.1f}x")
+        print(
+            f"cold load   pandas.read_json {t_pandas:.2f} s | orjson per line + DataFrame "
+            f"{t_orjson:.2f} s | load_run {t_load:.2f} s"
+        )
+        print(
+            f"            speed-up vs pandas {t_pandas / t_load:.1f}x (goal >= 10x) | "
+            f"vs orjson per line {t_orjson / t_load:.1f}x"
+        )
 
         gc.collect()
         rss0 = psutil.Process().memory_info().rss
         run = load_run(big)
         rss1 = psutil.Process().memory_info().rss
-        print(f"memory      columns {run.nbytes() / 1e6:.0f} MB for {run.n_rows:,} rows "
-              f"| RSS growth {(rss1 - rss0) / 1e6:.0f} MB")
+        print(
+            f"memory      columns {run.nbytes() / 1e6:.0f} MB for {run.n_rows:,} rows "
+            f"| RSS growth {(rss1 - rss0) / 1e6:.0f} MB"
+        )
         del run
 
         r_small = refresh_cost(small, 1_000)
         r_big = refresh_cost(big, args.steps)
-        print(f"refresh+100 1k-step run {r_small * 1e3:.2f} ms | {args.steps:,}-step run "
-              f"{r_big * 1e3:.2f} ms | ratio {r_big / r_small:.2f} (goal <= 1.5)")
+        print(
+            f"refresh+100 1k-step run {r_small * 1e3:.2f} ms | {args.steps:,}-step run "
+            f"{r_big * 1e3:.2f} ms | ratio {r_big / r_small:.2f} (goal <= 1.5)"
+        )
 
 
 if __name__ == "__main__":

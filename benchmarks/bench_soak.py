@@ -87,9 +87,23 @@ def main() -> None:
         writer.start()
         port = free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--", "--root", str(root)],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app.py",
+                "--server.port",
+                str(port),
+                "--server.address",
+                "127.0.0.1",
+                "--",
+                "--root",
+                str(root),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             env={**os.environ, "KLWATCH_ROOTS": ""},
         )
         try:
@@ -118,9 +132,11 @@ def main() -> None:
     t0, m0 = after[0]
     t1, m1 = after[-1]
     rate = (m1 - m0) / max(t1 - t0, 1) * 3600
-    print(f"soak        {args.minutes:.0f} min with a live viewer: RSS after warm-up {m0:.0f} MB"
-          f" -> end {m1:.0f} MB | growth {m1 - m0:+.1f} MB ({rate:+.1f} MB/hour) "
-          f"| ratio end/warm {m1 / m0:.3f}")
+    print(
+        f"soak        {args.minutes:.0f} min with a live viewer: RSS after warm-up {m0:.0f} MB"
+        f" -> end {m1:.0f} MB | growth {m1 - m0:+.1f} MB ({rate:+.1f} MB/hour) "
+        f"| ratio end/warm {m1 / m0:.3f}"
+    )
 
 
 if __name__ == "__main__":

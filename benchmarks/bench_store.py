@@ -50,12 +50,16 @@ def sidebar(root: Path, runs: int) -> None:
     store.summaries()
     second = time.perf_counter() - t0
     assert len(summaries) == runs, len(summaries)
-    print(f"sidebar     {runs} runs: first scan + summaries {first:.2f} s (goal ~1 s) | "
-          f"next rerun {second * 1e3:.0f} ms")
+    print(
+        f"sidebar     {runs} runs: first scan + summaries {first:.2f} s (goal ~1 s) | "
+        f"next rerun {second * 1e3:.0f} ms"
+    )
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "monitor", "check", str(root), "--json", "--fail-on", "critical"],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     elapsed = time.perf_counter() - t0
     if proc.returncode not in (0, 1):
@@ -96,10 +100,12 @@ def main() -> None:
         budget = 2_000_000
         held_b, peak_b = memory(big, args.big_runs, budget)
         held_u, peak_u = memory(big, args.big_runs, None)
-        print(f"memory      {args.big_runs} runs x {args.big_steps:,} steps opened in turn: "
-              f"budget {budget:,} rows -> {held_b:,} rows held, peak RSS +{peak_b:.0f} MB | "
-              f"no budget -> {held_u:,} rows, peak RSS +{peak_u:.0f} MB "
-              f"| ratio {peak_u / max(peak_b, 1):.1f}x")
+        print(
+            f"memory      {args.big_runs} runs x {args.big_steps:,} steps opened in turn: "
+            f"budget {budget:,} rows -> {held_b:,} rows held, peak RSS +{peak_b:.0f} MB | "
+            f"no budget -> {held_u:,} rows, peak RSS +{peak_u:.0f} MB "
+            f"| ratio {peak_u / max(peak_b, 1):.1f}x"
+        )
 
 
 if __name__ == "__main__":

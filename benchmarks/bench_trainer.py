@@ -72,8 +72,7 @@ def main() -> None:
 
         with torch.no_grad():
             logits, _ = response_logits(trainer.model, r.prompts, r.responses, trainer.autocast)
-            ref_logits = response_logits_lm(trainer.ref, r.prompts, r.responses,
-                                            trainer.autocast)
+            ref_logits = response_logits_lm(trainer.ref, r.prompts, r.responses, trainer.autocast)
 
         def timed_estimators(lg: torch.Tensor = logits, rl: torch.Tensor = ref_logits) -> None:
             with torch.no_grad():
@@ -87,27 +86,40 @@ def main() -> None:
             sync()
 
         def rollout_generate() -> None:
-            generate(trainer.policy, r.prompts, cfg.max_new_tokens, trainer.generator,
-                     trainer.autocast)
+            generate(
+                trainer.policy, r.prompts, cfg.max_new_tokens, trainer.generator, trainer.autocast
+            )
             sync()
 
         kl_s = timed(timed_estimators, repeat=200)
         gen_s = timed(rollout_generate, repeat=10)
         ref_s = timed(ref_forward, repeat=100)
 
-    print(f"device {trainer.device}, torch threads {torch.get_num_threads()}, "
-          f"batch {cfg.batch_size} × ≤{cfg.max_new_tokens} tokens, "
-          f"{cfg.ppo_epochs} epochs × {cfg.num_minibatches} minibatches")
-    print(f"step time (median of {args.steps})   {step_s * 1e3:8.1f} ms   "
-          f"{1 / step_s:6.2f} steps/s   {tok_s:8.0f} response tokens/s")
-    print(f"RunWriter.log per record        {log_s * 1e6:8.1f} µs   "
-          f"{100 * log_s / step_s:6.3f} % of a step (goal ≤ 1 %)")
-    print(f"KL estimators k1,k2,k3,full     {kl_s * 1e3:8.3f} ms   "
-          f"{100 * kl_s / step_s:6.3f} % of a step")
-    print(f"reference forward (any penalty) {ref_s * 1e3:8.3f} ms   "
-          f"{100 * ref_s / step_s:6.3f} % of a step")
-    print(f"generation ({cfg.max_new_tokens} tokens, sampling)  {gen_s * 1e3:8.1f} ms   "
-          f"{100 * gen_s / step_s:6.1f} % of a step (the rest: scoring + PPO update)")
+    print(
+        f"device {trainer.device}, torch threads {torch.get_num_threads()}, "
+        f"batch {cfg.batch_size} × ≤{cfg.max_new_tokens} tokens, "
+        f"{cfg.ppo_epochs} epochs × {cfg.num_minibatches} minibatches"
+    )
+    print(
+        f"step time (median of {args.steps})   {step_s * 1e3:8.1f} ms   "
+        f"{1 / step_s:6.2f} steps/s   {tok_s:8.0f} response tokens/s"
+    )
+    print(
+        f"RunWriter.log per record        {log_s * 1e6:8.1f} µs   "
+        f"{100 * log_s / step_s:6.3f} % of a step (goal ≤ 1 %)"
+    )
+    print(
+        f"KL estimators k1,k2,k3,full     {kl_s * 1e3:8.3f} ms   "
+        f"{100 * kl_s / step_s:6.3f} % of a step"
+    )
+    print(
+        f"reference forward (any penalty) {ref_s * 1e3:8.3f} ms   "
+        f"{100 * ref_s / step_s:6.3f} % of a step"
+    )
+    print(
+        f"generation ({cfg.max_new_tokens} tokens, sampling)  {gen_s * 1e3:8.1f} ms   "
+        f"{100 * gen_s / step_s:6.1f} % of a step (the rest: scoring + PPO update)"
+    )
 
 
 if __name__ == "__main__":

@@ -60,8 +60,9 @@ def test_k3_has_lower_variance_than_k1_near_the_reference() -> None:
 def test_full_kl_is_exact_and_zero_on_equal_logits() -> None:
     logits, ref_logits = _toy()
     p, q = torch.softmax(logits, -1), torch.softmax(ref_logits, -1)
-    assert math.isclose(full_kl(logits, ref_logits).item(), (p * (p / q).log()).sum().item(),
-                        rel_tol=1e-5)
+    assert math.isclose(
+        full_kl(logits, ref_logits).item(), (p * (p / q).log()).sum().item(), rel_tol=1e-5
+    )
     assert abs(full_kl(logits, logits).item()) < 1e-6
 
 

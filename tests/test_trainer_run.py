@@ -16,10 +16,29 @@ from trainer.train import CHECKPOINT_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED = ("step", "time", "kl_mean", "kl_max", "beta", "reward_mean")
-EXTRA = ("reward_total", "kl_seq_mean", "kl_k1", "kl_k3", "entropy", "response_len",
-         "policy_loss", "value_loss", "clipfrac", "approx_kl", "grad_norm", "tokens_per_s")
-SMALL = {"batch_size": 16, "ppo_epochs": 2, "num_minibatches": 2, "max_new_tokens": 12,
-         "checkpoint_every": 3, "samples_every": 2, "torch_threads": 1}
+EXTRA = (
+    "reward_total",
+    "kl_seq_mean",
+    "kl_k1",
+    "kl_k3",
+    "entropy",
+    "response_len",
+    "policy_loss",
+    "value_loss",
+    "clipfrac",
+    "approx_kl",
+    "grad_norm",
+    "tokens_per_s",
+)
+SMALL = {
+    "batch_size": 16,
+    "ppo_epochs": 2,
+    "num_minibatches": 2,
+    "max_new_tokens": 12,
+    "checkpoint_every": 3,
+    "samples_every": 2,
+    "torch_threads": 1,
+}
 
 
 def _config(tmp_path: Path, **extra: object) -> str:
@@ -34,9 +53,21 @@ def _records(run_dir: Path) -> list[dict[str, float]]:
 
 def test_five_steps_write_a_valid_run_dir(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    argv = ["--run-dir", str(run_dir), "--steps", "5", "--kl-controller", "adaptive",
-            "--target-kl", "0.02", "--kl-estimator", "k3", "--config", _config(tmp_path),
-            "--quiet"]
+    argv = [
+        "--run-dir",
+        str(run_dir),
+        "--steps",
+        "5",
+        "--kl-controller",
+        "adaptive",
+        "--target-kl",
+        "0.02",
+        "--kl-estimator",
+        "k3",
+        "--config",
+        _config(tmp_path),
+        "--quiet",
+    ]
     assert main(argv) == 0
     rows = _records(run_dir)
     assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]
@@ -48,8 +79,12 @@ def test_five_steps_write_a_valid_run_dir(tmp_path: Path) -> None:
     assert rows[0]["beta"] == pytest.approx(0.1)
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "finished"
-    assert info["kl"] == {"units": "per_token", "estimator": "k3", "controller": "adaptive",
-                          "target": 0.02}
+    assert info["kl"] == {
+        "units": "per_token",
+        "estimator": "k3",
+        "controller": "adaptive",
+        "target": 0.02,
+    }
     assert info["config"]["batch_size"] == 16
     assert info["command"] == "python -m trainer " + " ".join(argv)
     samples = [json.loads(x) for x in (run_dir / "samples.jsonl").read_text().splitlines()]
@@ -89,13 +124,16 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path) -> None:
         assert [r[key] for r in a] == pytest.approx([r[key] for r in b], rel=1e-4, abs=1e-6)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--kl-controller", "pid"], "invalid choice"),
-    (["--steps", "0"], "steps must be > 0"),
-    (["--target-kl", "-1"], "target_kl must be > 0"),
-    (["--steps", "ten"], "invalid int value"),
-    (["--resume"], "--resume needs --run-dir"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--kl-controller", "pid"], "invalid choice"),
+        (["--steps", "0"], "steps must be > 0"),
+        (["--target-kl", "-1"], "target_kl must be > 0"),
+        (["--steps", "ten"], "invalid int value"),
+        (["--resume"], "--resume needs --run-dir"),
+    ],
+)
 def test_bad_arguments_exit_2_with_a_message(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -117,9 +155,25 @@ def test_bad_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
     run_dir = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-           "2", "-m", "trainer", "--run-dir", str(run_dir), "--steps", "3", "--device", "cpu",
-           "--config", _config(tmp_path, batch_size=8), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "trainer",
+        "--run-dir",
+        str(run_dir),
+        "--steps",
+        "3",
+        "--device",
+        "cpu",
+        "--config",
+        _config(tmp_path, batch_size=8),
+        "--quiet",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -173,5 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _exit(code: int) -> None:
+    """Under torchrun, leave without running C++ static destructors: gloo's worker threads
+    can still be joinable then, and the process aborts ("terminate called without an active
+    exception") after all work — records, checkpoint, run.json — is safely written."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit(main())

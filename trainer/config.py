@@ -78,20 +78,44 @@ class TrainConfig:
 
     def validate(self) -> None:
         choices = {
-            "kl_controller": CONTROLLERS, "kl_estimator": ESTIMATORS, "reward": REWARDS,
-            "device": DEVICES, "kl_units": ("per_token",),
+            "kl_controller": CONTROLLERS,
+            "kl_estimator": ESTIMATORS,
+            "reward": REWARDS,
+            "device": DEVICES,
+            "kl_units": ("per_token",),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        positive = ("steps", "batch_size", "max_new_tokens", "ppo_epochs", "num_minibatches",
-                    "checkpoint_every", "samples_every", "target_kl", "lr", "kl_horizon",
-                    "adaptive_factor", "beta_min", "prompt_words")
+        positive = (
+            "steps",
+            "batch_size",
+            "max_new_tokens",
+            "ppo_epochs",
+            "num_minibatches",
+            "checkpoint_every",
+            "samples_every",
+            "target_kl",
+            "lr",
+            "kl_horizon",
+            "adaptive_factor",
+            "beta_min",
+            "prompt_words",
+        )
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        nonneg = ("kl_coef", "clip_range", "clip_range_value", "vf_coef", "entropy_coef",
-                  "max_grad_norm", "num_samples", "torch_threads", "seed")
+        nonneg = (
+            "kl_coef",
+            "clip_range",
+            "clip_range_value",
+            "vf_coef",
+            "entropy_coef",
+            "max_grad_norm",
+            "num_samples",
+            "torch_threads",
+            "seed",
+        )
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")

@@ -62,8 +62,11 @@ def decode(ids: Sequence[int], *, strip_special: bool = True) -> str:
 
 def _noun_phrase(rng: random.Random) -> list[str]:
     n_adj = rng.choices((0, 1, 2), weights=(0.45, 0.4, 0.15))[0]
-    return [rng.choice(DETERMINERS), *(rng.choice(ADJECTIVES) for _ in range(n_adj)),
-            rng.choice(NOUNS)]
+    return [
+        rng.choice(DETERMINERS),
+        *(rng.choice(ADJECTIVES) for _ in range(n_adj)),
+        rng.choice(NOUNS),
+    ]
 
 
 def _clause(rng: random.Random) -> list[str]:

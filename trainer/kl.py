@@ -49,7 +49,9 @@ def full_kl(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
 
 
 SAMPLE_ESTIMATORS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "k1": k1, "k2": k2, "k3": k3,
+    "k1": k1,
+    "k2": k2,
+    "k3": k3,
 }
 
 

@@ -123,8 +123,15 @@ def score_rollout(
     ref_logprobs = gather_logprobs(ref_logits, responses)
     kl = {k: v * mask for k, v in all_estimates(logprobs, ref_logprobs, logits, ref_logits).items()}
     return Rollout(
-        prompts, responses, mask, logprobs, ref_logprobs, values * mask, kl,
-        entropy_from_logits(logits) * mask, scores,
+        prompts,
+        responses,
+        mask,
+        logprobs,
+        ref_logprobs,
+        values * mask,
+        kl,
+        entropy_from_logits(logits) * mask,
+        scores,
     )
 
 

@@ -47,7 +47,8 @@ def pretrain(
         batch = make_batch(rng, batch_size, cfg.block_size)
         logits = model(batch[:, :-1])
         loss = F.cross_entropy(
-            logits.reshape(-1, cfg.vocab_size), batch[:, 1:].reshape(-1),
+            logits.reshape(-1, cfg.vocab_size),
+            batch[:, 1:].reshape(-1),
             ignore_index=grammar.PAD_ID,
         )
         opt.zero_grad(set_to_none=True)
@@ -72,12 +73,19 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     cfg = ModelConfig(
-        vocab_size=grammar.VOCAB_SIZE, n_layer=args.n_layer, n_head=args.n_head,
+        vocab_size=grammar.VOCAB_SIZE,
+        n_layer=args.n_layer,
+        n_head=args.n_head,
         n_embd=args.n_embd,
     )
     model = pretrain(args.steps, args.batch_size, args.lr, args.seed, cfg)
-    meta = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-            "vocab": list(grammar.VOCAB)}
+    meta = {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "vocab": list(grammar.VOCAB),
+    }
     save_pretrained(model, args.out, meta)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e3:.0f} kB)")
 

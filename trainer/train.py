@@ -44,9 +44,23 @@ CHECKPOINT_FILE = "checkpoint.ckpt"
 # Order of the packed per-step statistics. MEAN_KEYS are averaged across ranks, MAX_KEYS
 # take the maximum. Each rank holds the same number of sequences, so mean of means is exact.
 MEAN_KEYS = (
-    "kl_mean", "reward_mean", "reward_total", "kl_seq_mean", "kl_k1", "kl_k2", "kl_k3",
-    "kl_full", "entropy", "response_len", "policy_loss", "value_loss", "clipfrac", "approx_kl",
-    "grad_norm", "exclaim_frac", "valid_frac",
+    "kl_mean",
+    "reward_mean",
+    "reward_total",
+    "kl_seq_mean",
+    "kl_k1",
+    "kl_k2",
+    "kl_k3",
+    "kl_full",
+    "entropy",
+    "response_len",
+    "policy_loss",
+    "value_loss",
+    "clipfrac",
+    "approx_kl",
+    "grad_norm",
+    "exclaim_frac",
+    "valid_frac",
 )
 MAX_KEYS = ("kl_max",)
 SUM_KEYS = ("tokens",)
@@ -87,8 +101,9 @@ def pick_device(choice: str, local_rank: int = 0) -> torch.device:
 
 def sample_prompts(rng: random.Random, n: int, n_words: int) -> list[list[int]]:
     """<bos> + the first words of fresh grammar sentences: prompts the reference knows."""
-    return [[grammar.BOS_ID, *grammar.encode(grammar.sample_sentence(rng)[:n_words])]
-            for _ in range(n)]
+    return [
+        [grammar.BOS_ID, *grammar.encode(grammar.sample_sentence(rng)[:n_words])] for _ in range(n)
+    ]
 
 
 class Trainer:
@@ -110,13 +125,25 @@ class Trainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr, eps=1e-5)
         self.controller: KLController = make_controller(
-            cfg.kl_controller, cfg.kl_coef, cfg.target_kl, horizon=cfg.kl_horizon,
-            factor=cfg.adaptive_factor, beta_min=cfg.beta_min, beta_max=cfg.beta_max,
+            cfg.kl_controller,
+            cfg.kl_coef,
+            cfg.target_kl,
+            horizon=cfg.kl_horizon,
+            factor=cfg.adaptive_factor,
+            beta_min=cfg.beta_min,
+            beta_max=cfg.beta_max,
         )
         self.reward_model = make_reward(cfg.reward, self.device)
         self.grammar_checker = SentimentReward(self.device)
-        self.hp = PPOHyper(cfg.ppo_epochs, cfg.num_minibatches, cfg.clip_range,
-                           cfg.clip_range_value, cfg.vf_coef, cfg.entropy_coef, cfg.max_grad_norm)
+        self.hp = PPOHyper(
+            cfg.ppo_epochs,
+            cfg.num_minibatches,
+            cfg.clip_range,
+            cfg.clip_range_value,
+            cfg.vf_coef,
+            cfg.entropy_coef,
+            cfg.max_grad_norm,
+        )
         # Each rank samples different prompts and tokens; weights stay identical through DDP.
         stream_seed = cfg.seed * 1000 + self.dist.rank
         self.prompt_rng = random.Random(stream_seed)
@@ -126,8 +153,9 @@ class Trainer:
 
     def autocast(self) -> contextlib.AbstractContextManager[object]:
         # bf16 on CUDA only; on CPU autocast is disabled (float32), same code path.
-        return torch.autocast(self.device.type, dtype=torch.bfloat16,
-                              enabled=self.device.type == "cuda")
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
+        )
 
     # -- one PPO step ---------------------------------------------------------------------
 
@@ -142,15 +170,25 @@ class Trainer:
             self.policy, prompts, cfg.max_new_tokens, self.generator, self.autocast
         )
         scores = self.reward_model(prompts, responses, mask)
-        rollout = score_rollout(self.model, self.ref, prompts, responses, mask, scores,
-                                self.autocast)
+        rollout = score_rollout(
+            self.model, self.ref, prompts, responses, mask, scores, self.autocast
+        )
 
         penalty_kl = rollout.kl[cfg.kl_estimator]
         rewards = per_token_rewards(penalty_kl, mask, scores, beta)
         advantages, returns = gae(rewards, rollout.values, mask, cfg.gamma, cfg.gae_lambda)
         advantages = masked_whiten(advantages, mask)
-        train_stats = ppo_update(self.train_model, self.params, self.optimizer, rollout,
-                                 advantages, returns, self.hp, self.generator, self.autocast)
+        train_stats = ppo_update(
+            self.train_model,
+            self.params,
+            self.optimizer,
+            rollout,
+            advantages,
+            returns,
+            self.hp,
+            self.generator,
+            self.autocast,
+        )
 
         # -- gather every statistic on the device, reduce across ranks, one host transfer --
         lengths = mask.sum(-1)
@@ -161,8 +199,10 @@ class Trainer:
             "reward_mean": scores.mean(),
             "reward_total": (scores - beta * seq_kl_sum).mean(),
             "kl_seq_mean": seq_kl_sum.mean(),
-            **{f"kl_{k}": ((v * mask).sum(-1) / lengths.clamp_min(1)).mean()
-               for k, v in rollout.kl.items()},
+            **{
+                f"kl_{k}": ((v * mask).sum(-1) / lengths.clamp_min(1)).mean()
+                for k, v in rollout.kl.items()
+            },
             "entropy": masked_mean(rollout.entropy, mask),
             "response_len": lengths.mean(),
             **train_stats,
@@ -212,8 +252,13 @@ class Trainer:
         out = []
         for p, y, m, s in zip(prompts, responses, mask, scores, strict=True):
             kept = [tok for tok, keep in zip(y, m, strict=True) if keep]
-            out.append({"prompt": grammar.decode(p), "response": grammar.decode(kept),
-                        "reward": round(s, 4)})
+            out.append(
+                {
+                    "prompt": grammar.decode(p),
+                    "response": grammar.decode(kept),
+                    "reward": round(s, 4),
+                }
+            )
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -272,13 +317,21 @@ def run(
             trainer.step()
         return run_dir
 
-    info = {"world_size": dist_info.world_size, "device": str(trainer.device),
-            "pretrained_sha": _short_hash(resolve_pretrained(cfg.pretrained))}
+    info = {
+        "world_size": dist_info.world_size,
+        "device": str(trainer.device),
+        "pretrained_sha": _short_hash(resolve_pretrained(cfg.pretrained)),
+    }
     with RunWriter(run_dir, config=cfg.to_dict(), extra_info=info) as writer:
         history = list(writer.info.get("command_history", []))
         writer.set_info(command=command, command_history=[*history, command])
-        bar = tqdm(total=cfg.steps, initial=trainer.step_index, disable=quiet,
-                   dynamic_ncols=True, unit="step")
+        bar = tqdm(
+            total=cfg.steps,
+            initial=trainer.step_index,
+            disable=quiet,
+            dynamic_ncols=True,
+            unit="step",
+        )
         try:
             while trainer.step_index < cfg.steps:
                 step = trainer.step_index
@@ -289,8 +342,12 @@ def run(
                 if trainer.step_index % cfg.checkpoint_every == 0:
                     trainer.save_checkpoint(run_dir)
                 bar.update(1)
-                bar.set_postfix(kl=f"{metrics['kl_mean']:.4f}", beta=f"{metrics['beta']:.3f}",
-                                reward=f"{metrics['reward_mean']:.3f}", refresh=False)
+                bar.set_postfix(
+                    kl=f"{metrics['kl_mean']:.4f}",
+                    beta=f"{metrics['beta']:.3f}",
+                    reward=f"{metrics['reward_mean']:.3f}",
+                    refresh=False,
+                )
         except KeyboardInterrupt:
             trainer.save_checkpoint(run_dir)  # so that --resume picks up where Ctrl-C stopped
             raise
