@@ -13,11 +13,14 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	touch $@
 
 # The dashboard on the embedded sample runs, plus a live demo training run into runs/.
-# Ctrl-C stops both (the trap kills the background trainer).
+# Ctrl-C reaches both (same process group); the trap also stops the trainer if make is
+# killed some other way. The trainer gets one thread so the dashboard stays responsive.
 run: $(VENV)/.installed
 	@mkdir -p runs
-	@trap 'kill 0' INT TERM EXIT; \
-	  $(PY) -m trainer --steps 100000 --kl-controller adaptive --run-dir runs/live-demo-$$(date +%Y%m%d-%H%M%S) --quiet & \
+	@OMP_NUM_THREADS=1 $(PY) -m trainer --steps 100000 --kl-controller adaptive \
+	    --run-dir runs/live-demo-$$(date +%Y%m%d-%H%M%S) --quiet & trainer=$$!; \
+	  trap 'kill -TERM $$trainer 2>/dev/null; wait $$trainer' EXIT; \
+	  echo "klwatch: http://127.0.0.1:$(PORT)  (demo trainer pid $$trainer writing into runs/)"; \
 	  $(PY) -m streamlit run app.py --server.port $(PORT) -- --root sample_runs --root runs
 
 chromium:

@@ -133,7 +133,11 @@ def _wait_for_all_ranks() -> None:
         dist.barrier()
 
 
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+def _interrupt_once(signum: int, frame: object) -> None:
+    """First Ctrl-C / SIGTERM: stop training and clean up (checkpoint, run.json status).
+    Later ones are ignored, so a second signal cannot cut that clean-up short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -150,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     dist_info = init_distributed(cfg.device)
     # `make run` stops its background trainer with SIGTERM: treat it like Ctrl-C, so the run
     # gets a checkpoint and run.json a final status instead of "running" forever.
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGTERM, _interrupt_once)
+    signal.signal(signal.SIGINT, _interrupt_once)
     try:
         run_dir = run(
             cfg,
