@@ -147,7 +147,13 @@ def sidebar(store: RunStore, summaries: dict[str, Any], config: views.AppConfig)
         return
     text = st.sidebar.text_input("Filter runs", key="filter", placeholder="name or path")
     names = {rid: s.name for rid, s in summaries.items()}
-    shown = views.filter_runs(list(summaries), names, text)
+    matching = views.filter_runs(list(summaries), names, text)
+    shown = views.limit_runs(matching, {rid: summaries[rid].last_write for rid in matching})
+    if len(shown) < len(matching):
+        st.sidebar.caption(
+            f"Showing the {len(shown)} most recently written of {len(matching)} runs: "
+            "type in the filter to find the others."
+        )
     current = st.session_state.get("run")
     if current in summaries and current not in shown:
         shown.append(current)  # keep the open run selectable while filtering

@@ -324,3 +324,25 @@ def test_a_failing_chart_gives_a_message_not_a_traceback(
     message = unescape(" ".join(texts(at.error)))
     assert "Could not show runs/alpha" in message and "ValueError" in message
     assert at.sidebar.radio[0].value == "runs/alpha"  # the sidebar still works
+
+
+def test_a_thousand_runs_list_the_recent_ones_and_filter_finds_the_rest(root: Path) -> None:
+    import os
+
+    from monitor.views import SIDEBAR_LIMIT
+
+    line = '{"step":0,"time":1.0,"kl_mean":0.02,"kl_max":0.1,"beta":0.1,"reward_mean":0.1}\n'
+    for i in range(SIDEBAR_LIMIT + 50):
+        run_dir = root / f"run-{i:04d}"
+        run_dir.mkdir()
+        (run_dir / "metrics.jsonl").write_text(line)
+        os.utime(run_dir / "metrics.jsonl", (1_000_000 + i, 1_000_000 + i))
+    at = open_app()
+    options = list(at.sidebar.radio[0].options)
+    assert len(options) == SIDEBAR_LIMIT
+    assert unescape(options[0]).endswith("run-0050")  # the 50 oldest are left out
+    assert any("type in the filter" in c.value for c in at.sidebar.caption)
+    at.sidebar.text_input[0].input("run-0003").run()
+    found = [unescape(o) for o in at.sidebar.radio[0].options]
+    # the filter reaches a run outside the recent set; the open run stays selectable
+    assert found == ["runs/run-0003", "runs/run-0149"]

@@ -133,3 +133,27 @@ def test_many_viewer_threads_share_one_store_while_a_writer_appends(tmp_path: Pa
         store.close()
     assert not errors, errors[0]
     assert wait_for(lambda: store.get(rid).run.n_rows == 2000)  # type: ignore[union-attr]
+
+
+def test_the_stores_own_reads_do_not_mark_runs_dirty(tmp_path: Path) -> None:
+    # inotify reports opens and read-only closes too; reacting to them made every read
+    # schedule another read (1,000 sidebar runs were re-read on every rerun).
+    with RunWriter(tmp_path / "a") as writer:
+        writer.log(0, **KL)
+    with RunWriter(tmp_path / "b") as writer:
+        writer.log(0, **KL)
+    store = RunStore([tmp_path], poll_interval_s=60)
+    try:
+        label = tmp_path.name
+        loaded = store.get(f"{label}/a")
+        assert loaded is not None
+        store.summaries()  # reads b's run.json and the tail of its metrics
+        time.sleep(0.5)  # let inotify deliver whatever our reads caused
+        assert loaded.dirty is False
+        unloaded = store.entry(f"{label}/b")
+        assert unloaded is not None and unloaded.light is not None
+        with open(tmp_path / "b" / "metrics.jsonl", "a") as f:
+            f.write('{"step": 1, "kl_mean": 0.1}\n')  # a real write still counts
+        assert wait_for(lambda: unloaded.light is None)
+    finally:
+        store.close()
