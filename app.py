@@ -227,6 +227,11 @@ def run_page(store: RunStore, run_id: str) -> None:
     )
     if run.read_error:
         st.error("Cannot read this run: " + views.escape_markdown(run.read_error))
+    if entry.slow:
+        st.warning(
+            "Reading this run is slow (a network disk?): showing what was read so far; "
+            "the read goes on in the background."
+        )
     alerts, engine_ready = engine_alerts(entry)
     health_banner(alerts, engine_ready)
     if run.n_rows == 0:

@@ -14,6 +14,8 @@ import os
 import threading
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RESCAN_S = 10.0  # new run directories appear at least this often without events
 DEFAULT_POLL_S = 2.0  # a clean run is re-checked at least this often (missed events)
+DEFAULT_READ_TIMEOUT_S = 3.0  # past this a page shows what it has and says the disk is slow
 DEFAULT_MAX_ROWS = 20_000_000  # ~1.5 GB of float64 at 8 series: then cold runs are evicted
 KEEP_WARM_S = 60.0  # a run viewed this recently is never evicted
 # inotify also reports opens and read-only closes, including the store's own reads.
@@ -70,6 +73,9 @@ class RunEntry:
     light: RunSummary | None = None  # summary of an unloaded run, until it is dirty again
     light_time: float = 0.0
     light_stamp: tuple[Any, ...] = ()
+    inflight: Future[bool] | None = None  # the read of this run on a reader thread
+    light_inflight: Future[RunSummary] | None = None
+    slow: bool = False  # the last read outlasted read_timeout_s (it goes on in background)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
 
@@ -107,6 +113,7 @@ class RunStore:
         max_rows: int = DEFAULT_MAX_ROWS,
         follow_external_symlinks: bool = False,
         alert_config: Any = None,
+        read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
     ) -> None:
         self.roots = [Path(r) for r in roots]
         self.poll_interval_s = poll_interval_s
@@ -115,6 +122,9 @@ class RunStore:
         self.max_rows = max_rows
         self.follow_external_symlinks = follow_external_symlinks
         self.alert_config = alert_config
+        self.read_timeout_s = read_timeout_s
+        self._closed = False
+        self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="klwatch-read")
         self._entries: dict[str, RunEntry] = {}
         self._by_path: dict[Path, str] = {}
         self._lock = threading.RLock()
@@ -141,6 +151,8 @@ class RunStore:
         self._observer = observer
 
     def close(self) -> None:
+        self._closed = True
+        self._readers.shutdown(wait=False, cancel_futures=True)
         if self._observer is not None:
             self._observer.stop()
             with contextlib.suppress(RuntimeError):
@@ -236,7 +248,29 @@ class RunStore:
         return entry
 
     def _update(self, entry: RunEntry) -> bool:
-        """Refresh one run if it may have changed; return True if its content changed."""
+        """Refresh one run if it may have changed; return True if its content changed.
+
+        The read runs on a reader thread and is waited for at most `read_timeout_s`: a file
+        on a hung network disk must not block the page. Past the timeout the caller gets the
+        rows read so far and `entry.slow` is set; the read finishes in the background.
+        """
+        if self._closed:
+            return self._update_now(entry)  # no reader threads after close(): read inline
+        inflight = entry.inflight
+        if inflight is None or inflight.done():
+            try:
+                inflight = entry.inflight = self._readers.submit(self._update_now, entry)
+            except RuntimeError:  # close() raced us: read inline
+                return self._update_now(entry)
+        try:
+            changed = inflight.result(timeout=self.read_timeout_s)
+        except FutureTimeout:
+            entry.slow = True
+            return False
+        entry.slow = False
+        return changed
+
+    def _update_now(self, entry: RunEntry) -> bool:
         with entry.lock:
             now = time.monotonic()
             loaded = entry.run is not None
@@ -342,6 +376,27 @@ class RunStore:
         )
 
     def _light(self, entry: RunEntry, now: float | None) -> RunSummary:
+        if self._closed:
+            return self._light_now(entry, now)
+        inflight = entry.light_inflight
+        if inflight is None or inflight.done():
+            inflight = entry.light_inflight = self._readers.submit(self._light_now, entry, now)
+        try:
+            return inflight.result(timeout=self.read_timeout_s)
+        except FutureTimeout:
+            return entry.light or RunSummary(
+                entry.run_id,
+                entry.path.name,
+                "unknown",
+                None,
+                None,
+                None,
+                None,
+                None,
+                problem="reading is slow (network disk?): still trying",
+            )
+
+    def _light_now(self, entry: RunEntry, now: float | None) -> RunSummary:
         """An unloaded run's summary, re-read only when its files' stat changed.
 
         With 1,000 runs in the sidebar, re-reading every run.json and file tail on each

@@ -135,3 +135,36 @@ def test_bad_alert_thresholds_in_run_json_are_reported(store: RunStore, tmp_path
     summary = store.summary(rid)
     assert summary is not None and summary.problem is not None and "bogus" in summary.problem
     healthy_is_fine(store, tmp_path)
+
+
+def test_a_hung_read_does_not_block_the_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    make_run(tmp_path, "healthy")
+    make_run(tmp_path, "on-nfs")
+    release = threading.Event()
+    real_read = FileTail.read
+
+    def hung_on_nfs(self: FileTail):  # type: ignore[no-untyped-def]
+        if "on-nfs" in str(self.path):
+            release.wait(10)  # a network disk that stopped answering
+        return real_read(self)
+
+    monkeypatch.setattr(FileTail, "read", hung_on_nfs)
+    store = RunStore([tmp_path], watch=False, poll_interval_s=0, read_timeout_s=0.3)
+    try:
+        started = time.monotonic()
+        entry = store.get(f"{tmp_path.name}/on-nfs")
+        assert time.monotonic() - started < 2.0  # the page got control back
+        assert entry is not None and entry.slow
+        healthy_is_fine(store, tmp_path)  # other runs are read as usual meanwhile
+        release.set()  # the disk answers again: the next look has the rows
+        entry = store.get(f"{tmp_path.name}/on-nfs")
+        assert entry is not None and not entry.slow and entry.run is not None
+        assert entry.run.n_rows == 5
+    finally:
+        release.set()
+        store.close()
