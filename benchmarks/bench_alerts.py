@@ -21,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks._common import best_of
 from monitor.alerts import AlertEngine
 from monitor.run import load_run
 
@@ -58,20 +59,11 @@ def make_run(directory: Path, columns: dict[str, np.ndarray], rows: int) -> Path
     return directory
 
 
-def best_of(repeat: int, fn) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def bench_check(root: Path, rows: int) -> None:
     directory = make_run(root / "big", synthetic_columns(rows), rows)
-    load_s = best_of(3, lambda: load_run(directory))
+    load_s = best_of(lambda: load_run(directory), repeat=3)
     run = load_run(directory)
-    check_s = best_of(3, lambda: AlertEngine().update(run))
+    check_s = best_of(lambda: AlertEngine().update(run), repeat=3)
     alerts = AlertEngine()
     alerts.update(run)
     print(f"rows                 {rows:,}")

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -28,14 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from monitor import RunWriter  # noqa: E402
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tools.live_server import launch_chromium, streamlit_server  # noqa: E402
 
 
 def tree_rss_mb(proc: psutil.Process) -> float:
@@ -60,17 +50,6 @@ def writer_loop(run_dir: Path, stop: threading.Event) -> None:
             time.sleep(0.1)
 
 
-def wait_http(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"streamlit did not listen on {port} within {timeout} s")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=60.0)
@@ -85,38 +64,14 @@ def main() -> None:
         stop = threading.Event()
         writer = threading.Thread(target=writer_loop, args=(root / "live", stop), daemon=True)
         writer.start()
-        port = free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                "app.py",
-                "--server.port",
-                str(port),
-                "--server.address",
-                "127.0.0.1",
-                "--",
-                "--root",
-                str(root),
-            ],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "KLWATCH_ROOTS": ""},
-        )
+        samples: list[tuple[float, float]] = []
         try:
-            wait_http(port)
-            proc = psutil.Process(server.pid)
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(
-                    executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
-                )
+            with streamlit_server([root]) as (url, server), sync_playwright() as pw:
+                proc = psutil.Process(server.pid)
+                browser = launch_chromium(pw)
                 page = browser.new_page()
-                page.goto(f"http://127.0.0.1:{port}/?run=soak/live")
+                page.goto(f"{url}/?run=soak/live")
                 start = time.monotonic()
-                samples: list[tuple[float, float]] = []
                 end = start + args.minutes * 60
                 while time.monotonic() < end:
                     page.wait_for_timeout(args.sample_s * 1000)
@@ -126,8 +81,6 @@ def main() -> None:
                 browser.close()
         finally:
             stop.set()
-            server.terminate()
-            server.wait(timeout=10)
     after = [(t, m) for t, m in samples if t >= args.warmup_s] or samples
     t0, m0 = after[0]
     t1, m1 = after[-1]
