@@ -81,6 +81,7 @@ def main() -> None:
                 browser.close()
         finally:
             stop.set()
+            writer.join(timeout=10)  # before the temporary root is removed under it
     after = [(t, m) for t, m in samples if t >= args.warmup_s] or samples
     t0, m0 = after[0]
     t1, m1 = after[-1]
