@@ -60,3 +60,17 @@ def make_run() -> Iterator[Callable[..., Path]]:
     yield make
     for writer in open_writers:
         writer.close()
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """For dashboard tests: an empty root the app is pointed at, and only it (given roots
+    replace the defaults)."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    monkeypatch.setenv("KLWATCH_ROOTS", str(root))
+    yield root
+    # Each test's root gets its own cached RunStore: release it (closes its watcher thread).
+    import streamlit as st
+
+    st.cache_resource.clear()

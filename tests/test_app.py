@@ -4,7 +4,7 @@ chosen from the URL, alerts shown, bad input answered with a message, compare mo
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,19 +15,6 @@ from tests.conftest import write_steps
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 NAN = float("nan")
-
-
-@pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty root the app is pointed at (and only it: given roots replace defaults)."""
-    root = tmp_path / "runs"
-    root.mkdir()
-    monkeypatch.setenv("KLWATCH_ROOTS", str(root))
-    yield root
-    # Each test's root gets its own cached RunStore: release it (closes its watcher thread).
-    import streamlit as st
-
-    st.cache_resource.clear()
 
 
 def open_app(**query: str | list[str]) -> AppTest:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from monitor.auth import LoginPolicy, login_policy, user_allowed
@@ -21,17 +20,6 @@ AUTH = {
     "client_secret": "secret",
     "server_metadata_url": "http://127.0.0.1:1/.well-known/openid-configuration",
 }
-
-
-@pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    root = tmp_path / "runs"
-    root.mkdir()
-    monkeypatch.setenv("KLWATCH_ROOTS", str(root))
-    yield root
-    import streamlit as st
-
-    st.cache_resource.clear()
 
 
 def run_app(secrets: dict | None = None, **query: str) -> AppTest:
