@@ -41,7 +41,9 @@ def _close_store(store: RunStore) -> None:
 @st.cache_resource(show_spinner=False, on_release=_close_store)
 def get_store(roots: tuple[str, ...], poll: bool, follow_symlinks: bool = False) -> RunStore:
     """One RunStore per server process (per root set): every viewer shares its reads."""
-    return RunStore(roots, poll=poll, follow_external_symlinks=follow_symlinks)
+    return RunStore(
+        roots, poll=poll, follow_external_symlinks=follow_symlinks, background_checks=True
+    )
 
 
 def read_secrets() -> dict[str, Any]:

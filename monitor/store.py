@@ -36,6 +36,7 @@ DEFAULT_POLL_S = 2.0  # a clean run is re-checked at least this often (missed ev
 DEFAULT_READ_TIMEOUT_S = 3.0  # past this a page shows what it has and says the disk is slow
 DEFAULT_MAX_ROWS = 20_000_000  # ~1.5 GB of float64 at 8 series: then cold runs are evicted
 KEEP_WARM_S = 60.0  # a run viewed this recently is never evicted
+BACKGROUND_CHECK_PAUSE_S = 2.0  # between passes over all runs
 # inotify also reports opens and read-only closes, including the store's own reads.
 READ_ONLY_EVENTS = frozenset({"opened", "closed_no_write"})
 SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
@@ -114,6 +115,7 @@ class RunStore:
         follow_external_symlinks: bool = False,
         alert_config: Any = None,
         read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+        background_checks: bool = False,
     ) -> None:
         self.roots = [Path(r) for r in roots]
         self.poll_interval_s = poll_interval_s
@@ -134,6 +136,12 @@ class RunStore:
         self._observer: Any = None
         if watch:
             self._start_watching(poll)
+        self._checker: threading.Thread | None = None
+        if background_checks:
+            self._checker = threading.Thread(
+                target=self._check_in_background, name="klwatch-checks", daemon=True
+            )
+            self._checker.start()
 
     # -- discovery --------------------------------------------------------------------------
 
@@ -149,6 +157,26 @@ class RunStore:
         observer.daemon = True
         observer.start()
         self._observer = observer
+
+    def _check_in_background(self) -> None:
+        """Give every run an alert count for the sidebar, not just the ones someone opened.
+
+        Never-checked runs are read once (oldest viewer-less runs are evicted again by the
+        row budget, keeping their last counts); loaded runs are brought up to date, which is
+        incremental and cheap.
+        """
+        while not self._closed:
+            try:
+                for run_id in self.run_ids():
+                    if self._closed:
+                        return
+                    entry = self.entry(run_id)
+                    if entry is not None and (entry.run is not None or entry.alert_count is None):
+                        self._update(entry)
+                        self._evict_if_needed()
+            except Exception:  # a check must never kill the thread that does all the others
+                log.exception("background alert check failed")
+            time.sleep(BACKGROUND_CHECK_PAUSE_S)
 
     def close(self) -> None:
         self._closed = True
@@ -276,11 +304,11 @@ class RunStore:
             loaded = entry.run is not None
             if loaded and not entry.dirty and now - entry.last_refresh < self.poll_interval_s:
                 return False
-            if entry.run is None:
-                entry.run = Run(entry.path)
             entry.dirty = False
             entry.last_refresh = now
-            run = entry.run
+            # A new Run is published only once read and checked: other threads (the sidebar)
+            # never see a half-loaded run.
+            run = entry.run or Run(entry.path)
             with contextlib.suppress(OSError):  # run.read_error says why; rows read stay
                 run.refresh()
             if entry.engine is None:
@@ -291,7 +319,8 @@ class RunStore:
                     entry.alert_error = None
                 except ValueError as e:  # RulesError: a bad `alerts` section in run.json
                     entry.alert_error = str(e)
-                self._tally_alerts(entry)
+                self._tally_alerts(entry, run)
+            entry.run = run
             version = (run.generation, run.n_rows, run.skipped, id(run.info), run.read_error)
             changed = version != entry.version
             entry.version = version
@@ -304,12 +333,11 @@ class RunStore:
             return None
         return AlertEngine(self.alert_config)  # reads run.info itself when rows arrive
 
-    def _tally_alerts(self, entry: RunEntry) -> None:
+    def _tally_alerts(self, entry: RunEntry, run: Run) -> None:
         alerts = list(entry.engine.alerts)
-        if entry.run is not None:
-            stalled = entry.engine.check_stall(entry.run)
-            if stalled is not None and stalled not in alerts:
-                alerts.append(stalled)
+        stalled = entry.engine.check_stall(run)
+        if stalled is not None and stalled not in alerts:
+            alerts.append(stalled)
         entry.alert_count = len([a for a in alerts if a.end_step is None])
         worst = max(
             (SEVERITY_ORDER.get(a.severity, 0) for a in alerts if a.end_step is None), default=None
@@ -356,7 +384,9 @@ class RunStore:
         entry = self.entry(run_id)
         if entry is None:
             return None
-        if entry.run is not None:
+        if entry.run is not None and self._checker is None:
+            # With background checks, that thread keeps loaded runs current: a sidebar of
+            # 1,000 runs must not refresh them all on every rerun.
             self._update(entry)  # cheap unless the watcher marked it dirty or a poll is due
         run = entry.run
         if run is None:

@@ -157,3 +157,21 @@ def test_the_stores_own_reads_do_not_mark_runs_dirty(tmp_path: Path) -> None:
         assert wait_for(lambda: unloaded.light is None)
     finally:
         store.close()
+
+
+def test_background_checks_count_alerts_of_runs_nobody_opened(tmp_path: Path) -> None:
+    nan = float("nan")
+    with RunWriter(tmp_path / "diverged") as writer:
+        writer.log(0, **KL)
+        writer.log(1, kl_mean=nan, kl_max=nan, beta=0.1, reward_mean=0.5)
+    with RunWriter(tmp_path / "fine") as writer:
+        writer.log(0, **KL)
+    label = tmp_path.name
+    store = RunStore([tmp_path], watch=False, background_checks=True)
+    try:
+        assert wait_for(lambda: store.summary(f"{label}/diverged").alert_count == 1)  # type: ignore[union-attr]
+        diverged = store.summary(f"{label}/diverged")
+        assert diverged is not None and diverged.worst_severity == "critical"
+        assert wait_for(lambda: store.summary(f"{label}/fine").alert_count == 0)  # type: ignore[union-attr]
+    finally:
+        store.close()
