@@ -398,16 +398,16 @@ def live_ticker(store: RunStore, run_ids: list[str]) -> None:
 
 
 def live_caption(store: RunStore, run_ids: list[str], paused: bool) -> str:
-    ages = []
+    ages, statuses = [], []
     for rid in run_ids:
         entry = store.entry(rid)
         if entry is not None and entry.run is not None:
+            statuses.append(entry.run.status())
             age = entry.run.seconds_since_write()
             if age is not None:
                 ages.append(age)
     updated = f"updated {views.format_age(min(ages))} ago" if ages else "no data yet"
-    state = ":gray[❚❚] paused" if paused else ":red[●] live"
-    return f"{state} · {views.escape_markdown(updated)}"
+    return f"{views.live_state(paused, statuses)} · {views.escape_markdown(updated)}"
 
 
 # -- page ----------------------------------------------------------------------------------

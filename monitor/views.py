@@ -279,6 +279,15 @@ def escape_markdown(text: object) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", flat)
 
 
+def live_state(paused: bool, statuses: Sequence[str]) -> str:
+    """The live indicator: a finished run is not "live", however often the page checks."""
+    if paused:
+        return ":gray[❚❚] paused"
+    if statuses and not any(s in ("running", "stalled") for s in statuses):
+        return ":gray[■] not running"
+    return ":red[●] live"
+
+
 def format_age(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
         return "never"

@@ -152,3 +152,13 @@ def test_run_details_and_caption() -> None:
     assert caption.startswith(":orange[●]") and caption.endswith(":red[▲]")
     assert views.run_title(S()) == "runs/a_b"
     assert views.run_title(S(name="pretty")) == "runs/a_b (pretty)"
+
+
+def test_live_state_says_not_running_for_finished_runs() -> None:
+    from monitor.views import live_state
+
+    assert live_state(True, ["running"]).endswith("paused")
+    assert live_state(False, ["running"]).endswith("live")
+    assert live_state(False, ["finished", "stalled"]).endswith("live")
+    assert live_state(False, ["finished", "failed"]).endswith("not running")
+    assert live_state(False, []).endswith("live")  # nothing loaded yet: still watching
