@@ -25,6 +25,7 @@ from monitor.store import RunStore
 
 APP_DIR = Path(__file__).resolve().parent
 LIVE_INTERVAL_S = 0.5  # check twice a second: a new record on screen within ~1 s
+IDLE_INTERVAL_S = 5.0  # when none of the shown runs is running
 SAMPLES_SHOWN = 20
 PLOTLY_CONFIG = {
     "displaylogo": False,
@@ -383,13 +384,20 @@ def live_ticker(store: RunStore, run_ids: list[str]) -> None:
     store, the first viewer's refresh would otherwise hide the change from the others.
     """
     paused = bool(st.session_state.get("paused"))
+    # A finished run changes rarely (a resume, a new run beside it): check it less often, so
+    # a room of viewers on finished runs costs the server little.
+    interval = LIVE_INTERVAL_S if views.any_running(store, run_ids) else IDLE_INTERVAL_S
 
-    @st.fragment(run_every=None if paused else LIVE_INTERVAL_S)
+    @st.fragment(run_every=None if paused else interval)
     def ticker() -> None:
         changed = any([store.refresh(rid) for rid in run_ids])
         keys = render_keys(store, run_ids)
+        # Other runs matter too: a run in the sidebar that starts failing or gets an alert.
+        sidebar = views.sidebar_key(store.summaries())
         if not st.session_state.get("_full_run") and (
-            changed or keys != st.session_state.get("_rendered")
+            changed
+            or keys != st.session_state.get("_rendered")
+            or sidebar != st.session_state.get("_sidebar")
         ):
             st.rerun()  # the whole page: charts, banner, tables and sidebar
         st.caption(live_caption(store, run_ids, paused))
@@ -468,6 +476,7 @@ def page() -> None:
         show_error(", ".join(shown), e)
     save_url_state(shown if shown else list(st.session_state.get("missing_runs", [])))
     st.session_state["_rendered"] = render_keys(store, shown)
+    st.session_state["_sidebar"] = views.sidebar_key(summaries.values())
     with top_left:
         # Inside a full run the page is being drawn anyway: the ticker must not rerun it.
         st.session_state["_full_run"] = True

@@ -279,6 +279,26 @@ def escape_markdown(text: object) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", flat)
 
 
+def sidebar_key(summaries: Iterable[Any]) -> tuple[Any, ...]:
+    """What must redraw the sidebar when it changes: status and alerts of every run (not
+    the last step or the age, which change all the time and are refreshed with the page)."""
+    return tuple(
+        (s.run_id, s.status, s.alert_count, s.worst_severity)
+        for s in sorted(summaries, key=lambda s: s.run_id)
+    )
+
+
+def any_running(store: Any, run_ids: Sequence[str]) -> bool:
+    """True if a shown run may still be written (running or stalled), or is not loaded yet."""
+    for rid in run_ids:
+        entry = store.entry(rid)
+        if entry is None or entry.run is None:
+            return True
+        if entry.run.status() in ("running", "stalled"):
+            return True
+    return not run_ids
+
+
 def live_state(paused: bool, statuses: Sequence[str]) -> str:
     """The live indicator: a finished run is not "live", however often the page checks."""
     if paused:

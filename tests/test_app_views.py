@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -162,3 +163,26 @@ def test_live_state_says_not_running_for_finished_runs() -> None:
     assert live_state(False, ["finished", "stalled"]).endswith("live")
     assert live_state(False, ["finished", "failed"]).endswith("not running")
     assert live_state(False, []).endswith("live")  # nothing loaded yet: still watching
+
+
+def test_any_running_decides_the_live_interval(tmp_path: Path) -> None:
+    from monitor import RunWriter
+    from monitor.store import RunStore
+    from monitor.views import any_running
+
+    done = RunWriter(tmp_path / "done")
+    done.log(0, kl_mean=0.02, kl_max=0.1, beta=0.1, reward_mean=0.1)
+    done.close()
+    live = RunWriter(tmp_path / "live")
+    live.log(0, kl_mean=0.02, kl_max=0.1, beta=0.1, reward_mean=0.1)
+    store = RunStore([tmp_path], watch=False)
+    try:
+        label = tmp_path.name
+        assert any_running(store, [f"{label}/done"])  # not loaded yet: keep watching closely
+        store.get(f"{label}/done")
+        store.get(f"{label}/live")
+        assert not any_running(store, [f"{label}/done"])
+        assert any_running(store, [f"{label}/done", f"{label}/live"])
+    finally:
+        live.close()
+        store.close()
