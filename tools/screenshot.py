@@ -26,6 +26,9 @@ def main() -> None:
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
         page.goto(f"{url}/?run={args.run}")
         page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+        page.wait_for_timeout(3000)  # the background checker counts every run's alerts …
+        page.reload()  # … and a fresh render shows them all in the sidebar
+        page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
         page.wait_for_timeout(2500)  # let the other charts finish drawing
         page.screenshot(path=args.out, full_page=False)
         browser.close()
