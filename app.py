@@ -190,11 +190,7 @@ def engine_alerts(entry: Any) -> tuple[list[Any], bool]:
     engine, run = entry.engine, entry.run
     if engine is None or run is None:
         return [], False
-    stalled = engine.check_stall(run)
-    alerts = list(engine.alerts)
-    if stalled is not None and stalled not in alerts:
-        alerts.append(stalled)
-    return alerts, True
+    return engine.alerts_now(run), True
 
 
 def health_banner(alerts: list[Any], engine_ready: bool) -> None:

@@ -90,8 +90,7 @@ def check_paths(
             engine.update(run)
         except RulesError as e:
             raise InputError(str(e)) from e
-        engine.check_stall(run, now)
-        reports.append(RunReport(run, engine.alerts))
+        reports.append(RunReport(run, engine.alerts_now(run, now)))
     return reports
 
 

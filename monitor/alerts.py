@@ -156,6 +156,11 @@ class AlertEngine:
                 fresh.append(alert)
         return fresh
 
+    def alerts_now(self, run: Run, now: float | None = None) -> list[Alert]:
+        """`alerts` with the wall-clock `run_stalled` brought up to date first."""
+        self.check_stall(run, now)
+        return self.alerts
+
     def check_stall(self, run: Run, now: float | None = None) -> Alert | None:
         """`run_stalled` from the wall clock: active while run.json says running and nothing
         was written for max(min_seconds, factor × usual step interval)."""
@@ -648,8 +653,7 @@ def check_run(run: Run, config: AlertConfig | None = None, now: float | None = N
     """Every alert of a loaded run, stall included: the one-shot path of `check`."""
     engine = AlertEngine(config)
     engine.update(run)
-    engine.check_stall(run, now)
-    return engine.alerts
+    return engine.alerts_now(run, now)
 
 
 def worst_severity(alerts: list[Alert]) -> str | None:

@@ -24,6 +24,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
+from monitor.alerts import AlertEngine, worst_severity
 from monitor.discover import DEFAULT_MAX_DEPTH, find_run_dirs
 from monitor.parse import decode_line
 from monitor.run import STALL_MIN_SECONDS, Run
@@ -39,7 +40,6 @@ KEEP_WARM_S = 60.0  # a run viewed this recently is never evicted
 BACKGROUND_CHECK_PAUSE_S = 2.0  # between passes over all runs
 # inotify also reports opens and read-only closes, including the store's own reads.
 READ_ONLY_EVENTS = frozenset({"opened", "closed_no_write"})
-SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
 
 
 @dataclass
@@ -63,7 +63,7 @@ class RunEntry:
     root: Path
     path: Path
     run: Run | None = None
-    engine: Any = None  # monitor.alerts.AlertEngine once loaded
+    engine: AlertEngine | None = None  # created with the first read
     dirty: bool = True
     last_refresh: float = 0.0
     last_access: float = 0.0
@@ -312,39 +312,24 @@ class RunStore:
             with contextlib.suppress(OSError):  # run.read_error says why; rows read stay
                 run.refresh()
             if entry.engine is None:
-                entry.engine = self._new_engine(run)  # after a read: it needs run.json
-            if entry.engine is not None:
-                try:
-                    entry.engine.update(run)
-                    entry.alert_error = None
-                except ValueError as e:  # RulesError: a bad `alerts` section in run.json
-                    entry.alert_error = str(e)
-                self._tally_alerts(entry, run)
+                # It reads run.info itself when the first rows arrive.
+                entry.engine = AlertEngine(self.alert_config)
+            try:
+                entry.engine.update(run)
+                entry.alert_error = None
+            except ValueError as e:  # RulesError: a bad `alerts` section in run.json
+                entry.alert_error = str(e)
+            self._tally_alerts(entry, run)
             entry.run = run
             version = (run.generation, run.n_rows, run.skipped, id(run.info), run.read_error)
             changed = version != entry.version
             entry.version = version
             return changed
 
-    def _new_engine(self, run: Run) -> Any:
-        try:
-            from monitor.alerts import AlertEngine
-        except ImportError:  # alerts not built yet in this checkout
-            return None
-        return AlertEngine(self.alert_config)  # reads run.info itself when rows arrive
-
     def _tally_alerts(self, entry: RunEntry, run: Run) -> None:
-        alerts = list(entry.engine.alerts)
-        stalled = entry.engine.check_stall(run)
-        if stalled is not None and stalled not in alerts:
-            alerts.append(stalled)
-        entry.alert_count = len([a for a in alerts if a.end_step is None])
-        worst = max(
-            (SEVERITY_ORDER.get(a.severity, 0) for a in alerts if a.end_step is None), default=None
-        )
-        entry.worst_severity = (
-            None if worst is None else next(k for k, v in SEVERITY_ORDER.items() if v == worst)
-        )
+        active = [a for a in entry.engine.alerts_now(run) if a.end_step is None]
+        entry.alert_count = len(active)
+        entry.worst_severity = worst_severity(active)
 
     def refresh(self, run_id: str) -> bool:
         """For a live view: True if the run changed since the previous refresh."""

@@ -18,7 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+from monitor.alerts import SEVERITY_RANK
+
 # Colours via Streamlit's markdown (:green[…]) rather than emoji: a team screen or a
 # headless browser without an emoji font still shows them.
 STATUS_COLORS = {
