@@ -90,32 +90,6 @@ def _is_utf8(piece: bytes) -> bool:
     return True
 
 
-def parse_block(data: bytes, first_line: int = 1) -> ParsedBlock:
-    """All of `data` as one block (tests and small inputs; the reader streams pieces)."""
-    return concat_blocks(list(parse_pieces(data, first_line)))  # .lines is not kept
-
-
-def empty_block() -> ParsedBlock:
-    return ParsedBlock(np.empty(0, dtype=np.int64), {})
-
-
-def concat_blocks(blocks: list[ParsedBlock]) -> ParsedBlock:
-    blocks = [b for b in blocks if b.n or b.problems]
-    if not blocks:
-        return empty_block()
-    if len(blocks) == 1:
-        return blocks[0]
-    names: dict[str, None] = {}
-    for b in blocks:
-        names.update(dict.fromkeys(b.columns))
-    columns = {
-        name: np.concatenate([b.columns.get(name, np.full(b.n, np.nan)) for b in blocks])
-        for name in names
-    }
-    problems = [p for b in blocks for p in b.problems]
-    return ParsedBlock(np.concatenate([b.steps for b in blocks]), columns, problems)
-
-
 def _numeric_column(array: pa.ChunkedArray) -> np.ndarray | None:
     kind = array.type
     if pa.types.is_null(kind):

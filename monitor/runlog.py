@@ -11,7 +11,6 @@ A run directory holds:
 from __future__ import annotations
 
 import json
-import math
 import numbers
 import os
 import tempfile
@@ -293,7 +292,3 @@ class RunWriter:
             write_json_atomic(self.info_path, self.info)
         except OSError as e:
             raise OSError(e.errno, f"cannot write {self.info_path}: {e.strerror}") from e
-
-
-def is_finite_number(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)

@@ -36,14 +36,6 @@ class TailChunk:
     blocks: list[tuple[bytes, int, int]] = field(default_factory=list)
     reset: bool = False  # the file was truncated/replaced: everything before is void
 
-    @property
-    def data(self) -> bytes:
-        return b"".join(data[start:end] for data, start, end in self.blocks)
-
-    @property
-    def empty(self) -> bool:
-        return not self.blocks
-
 
 class FileTail:
     def __init__(
