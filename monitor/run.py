@@ -7,18 +7,20 @@ same object serves a live dashboard for days. Bad lines are skipped and listed i
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from monitor.parse import Problem, parse_pieces
+from monitor.parse import Problem, decode_line, parse_pieces
 from monitor.runlog import INFO_FILE, METRICS_FILE, SAMPLES_FILE
 from monitor.table import SeriesTable
 from monitor.tail import FileTail
@@ -199,27 +201,37 @@ class Run:
         return declared
 
     def samples(self, limit: int = 20) -> list[dict[str, Any]]:
-        """The last `limit` records of samples.jsonl (bad lines skipped)."""
-        path = self.path / SAMPLES_FILE
+        """The last `limit` records of samples.jsonl (bad lines skipped), oldest first."""
         try:
-            with open(path, "rb") as f:
-                size = f.seek(0, os.SEEK_END)
-                f.seek(max(0, size - 256 * 1024))  # samples are small: the tail is enough
-                lines = f.read().split(b"\n")
+            # samples are small: the last 256 KiB hold far more than a page shows
+            newest = newest_records(self.path / SAMPLES_FILE, 256 * 1024)
+            return list(itertools.islice(newest, limit))[::-1]
         except OSError:
             return []
-        records = []
-        for raw in lines[-(limit + 1) :]:
-            try:
-                record = json.loads(raw.decode("utf-8"))
-            except (ValueError, UnicodeDecodeError):
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-        return records[-limit:]
 
     def nbytes(self) -> int:
         return self.table.nbytes()
+
+
+def newest_records(path: Path, window: int) -> Iterator[dict[str, Any]]:
+    """JSON-object lines among the last `window` bytes of a file, newest first.
+
+    Reads only that tail; a line cut by the window's start and lines that are not JSON
+    objects are passed over. Raises OSError if the file cannot be read.
+    """
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - window))
+        lines = f.read().split(b"\n")
+    if size > window:
+        lines = lines[1:]
+    for raw in reversed(lines):
+        try:
+            record = decode_line(raw)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            yield record
 
 
 def open_run(path: str | os.PathLike[str]) -> Run:

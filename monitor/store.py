@@ -26,8 +26,7 @@ from watchdog.observers.polling import PollingObserver
 
 from monitor.alerts import AlertEngine, worst_severity
 from monitor.discover import DEFAULT_MAX_DEPTH, find_run_dirs
-from monitor.parse import decode_line
-from monitor.run import STALL_MIN_SECONDS, Run
+from monitor.run import STALL_MIN_SECONDS, Run, newest_records
 from monitor.runlog import INFO_FILE, METRICS_FILE, SAMPLES_FILE
 
 log = logging.getLogger(__name__)
@@ -457,7 +456,9 @@ def _light_summary(entry: RunEntry, now: float | None) -> RunSummary:
     try:
         st = probe.metrics_path.stat()
         last_write: float | None = st.st_mtime
-        last_step = _last_step_from_tail(probe.metrics_path, st.st_size)
+        last_step = next(
+            (r["step"] for r in newest_records(probe.metrics_path, 16384) if _is_step(r)), None
+        )
         problem = probe.info_problem
     except OSError as e:
         last_write, last_step, problem = None, None, f"{probe.metrics_path}: {e.strerror}"
@@ -475,15 +476,6 @@ def _light_summary(entry: RunEntry, now: float | None) -> RunSummary:
     )
 
 
-def _last_step_from_tail(path: Path, size: int, window: int = 16384) -> int | None:
-    with open(path, "rb") as f:
-        f.seek(max(0, size - window))
-        lines = f.read().split(b"\n")
-    for raw in reversed(lines[1:] if size > window else lines):
-        try:
-            record = decode_line(raw)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("step"), int):
-            return int(record["step"])
-    return None
+def _is_step(record: dict[str, Any]) -> bool:
+    step = record.get("step")
+    return isinstance(step, int) and not isinstance(step, bool)
