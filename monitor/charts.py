@@ -43,7 +43,7 @@ CHART_HEIGHT = 340
 
 
 class AlertLike(Protocol):
-    """What the charts read from monitor.alerts.Alert (duck-typed: alerts may not exist)."""
+    """What the charts read from an alert (monitor.alerts.Alert has these fields)."""
 
     rule: str
     severity: str

@@ -11,6 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
+from monitor.alerts import Alert
 from monitor.charts import (
     DEFAULT_BAND,
     ChartOptions,
@@ -27,17 +28,6 @@ from monitor.charts import (
     series_figure,
 )
 from monitor.downsample import DEFAULT_BUDGET
-
-
-@dataclass
-class FakeAlert:
-    rule: str
-    severity: str
-    step: int
-    end_step: int | None
-    metric: str
-    value: float
-    message: str
 
 
 @dataclass
@@ -161,9 +151,9 @@ def test_reward_total_is_score_minus_beta_kl() -> None:
 def test_kl_figure_has_both_series_band_target_and_alert_markers() -> None:
     run = _run()
     alerts = [
-        FakeAlert("kl_spike", "critical", 500, None, "kl_max", 9.0, "KL max jumped 10x"),
-        FakeAlert("kl_nan", "critical", 600, None, "kl_mean", math.nan, "KL is NaN"),
-        FakeAlert("kl_low", "warning", 100, 200, "kl_mean", 0.001, "KL below band"),
+        Alert("kl_spike", "critical", 500, None, "kl_max", 9.0, "KL max jumped 10x"),
+        Alert("kl_nan", "critical", 600, None, "kl_mean", math.nan, "KL is NaN"),
+        Alert("kl_low", "warning", 100, 200, "kl_mean", 0.001, "KL below band"),
     ]
     fig = kl_figure(
         run.steps,
@@ -264,7 +254,7 @@ def test_band_labels_sit_on_the_band_with_a_log_axis() -> None:
 
 def test_alerts_on_other_metrics_sit_on_the_kl_line() -> None:
     run = _run()
-    stalled = FakeAlert("run_stalled", "warning", 999, None, "time", 3600.0, "no record")
+    stalled = Alert("run_stalled", "warning", 999, None, "time", 3600.0, "no record")
     fig = kl_figure(run.steps, run.column("kl_mean"), run.column("kl_max"), alerts=[stalled])
     marker = next(t for t in fig.data if t.name == "warning alerts")
     assert marker.y[0] == pytest.approx(run.column("kl_max")[999])  # not 3600 on a KL axis
