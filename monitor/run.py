@@ -60,7 +60,7 @@ class Run:
         cannot be opened; the data already read stays.
         """
         with self._lock:
-            self._refresh_info()
+            self.refresh_info()
             try:
                 chunk = self._tail.read()
                 self.last_write_time = self.metrics_path.stat().st_mtime
@@ -82,7 +82,8 @@ class Run:
                     self._next_line += piece.lines
             return parsed
 
-    def _refresh_info(self) -> None:
+    def refresh_info(self) -> None:
+        """Re-read run.json if its mtime or size changed (the light sidebar probe uses it)."""
         try:
             st = self.info_path.stat()
         except FileNotFoundError:

@@ -452,7 +452,7 @@ def _light_status(summary: RunSummary, now: float | None) -> str:
 def _light_summary(entry: RunEntry, now: float | None) -> RunSummary:
     """Status, last step and age from run.json, a stat and the file's last line only."""
     probe = Run(entry.path)
-    probe._refresh_info()
+    probe.refresh_info()
     try:
         st = probe.metrics_path.stat()
         last_write: float | None = st.st_mtime
