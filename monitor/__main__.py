@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from monitor.alerts import SEVERITY_RANK, Alert, AlertEngine
-from monitor.discover import find_run_dirs
+from monitor.presets import Preset, PresetError, preset_from_spec
 from monitor.rules import AlertConfig, RulesError, load_rules_file
 from monitor.run import Run, load_run, open_run
-from monitor.runlog import METRICS_FILE
+from monitor.sources import RunLocation, locate_path
 
 EXIT_OK, EXIT_ALERT, EXIT_USAGE = 0, 1, 2
 PROGRESS_MIN_RUNS = 20  # a progress bar only when there are this many runs (and a TTY)
@@ -36,36 +36,50 @@ class RunReport:
     alerts: list[Alert] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        run = self.run
+        meaning = run.meaning
         return {
-            "path": str(self.run.path),
-            "name": self.run.name,
-            "rows": self.run.n_rows,
-            "last_step": self.run.last_step,
-            "skipped": self.run.skipped,
+            "path": str(run.path),
+            "name": run.name,
+            "rows": run.n_rows,
+            "last_step": run.last_step,
+            "skipped": run.skipped,
             "alerts": [a.to_dict() for a in self.alerts],
+            "source": {
+                "format": run.format,
+                "preset": meaning.preset or None,
+                "kl_units": meaning.units,
+                "kl_estimator": meaning.estimator,
+                "key": run.location.key,
+            },
+            "series": run.series_names,
         }
 
 
 # -- finding runs -----------------------------------------------------------------------------
 
 
-def run_dirs(paths: Sequence[str]) -> list[Path]:
-    """Each PATH as a run directory, or the run directories below it (recursively)."""
-    found: dict[Path, None] = {}
+NO_RUNS_HINT = (
+    "none holds metrics.jsonl, TensorBoard events.out.tfevents.*, a verl JSONL, "
+    "a trackio <project>.db or trainer_state.json"
+)
+
+
+def run_locations(paths: Sequence[str]) -> list[RunLocation]:
+    """Each PATH as a run (directory, verl JSONL, trackio DB), or the runs below it."""
+    found: dict[RunLocation, None] = {}
     for raw in paths:
         path = Path(raw)
         if not path.exists():
             raise InputError(f"{raw}: no such file or directory")
-        if not path.is_dir():
-            raise InputError(f"{raw}: not a directory (give a run directory or a root of runs)")
-        dirs = list(find_run_dirs(path))
-        if not dirs:
-            raise InputError(f"{raw}: no run directories (none holds {METRICS_FILE})")
-        found.update(dict.fromkeys(dirs))
+        locations = locate_path(path)
+        if not locations:
+            raise InputError(f"{raw}: no runs found ({NO_RUNS_HINT})")
+        found.update(dict.fromkeys(locations))
     return list(found)
 
 
-def _progress(items: list[Path], stream: TextIO) -> Iterator[Path]:
+def _progress(items: list[RunLocation], stream: TextIO) -> Iterator[RunLocation]:
     if len(items) < PROGRESS_MIN_RUNS or not stream.isatty():
         return iter(items)
     from tqdm import tqdm  # only for interactive use
@@ -77,14 +91,18 @@ def _progress(items: list[Path], stream: TextIO) -> Iterator[Path]:
 
 
 def check_paths(
-    paths: Sequence[str], config: AlertConfig, now: float | None = None, stderr: TextIO = sys.stderr
+    paths: Sequence[str],
+    config: AlertConfig,
+    now: float | None = None,
+    stderr: TextIO = sys.stderr,
+    preset: Preset | None = None,
 ) -> list[RunReport]:
     reports = []
-    for directory in _progress(run_dirs(paths), stderr):
+    for location in _progress(run_locations(paths), stderr):
         try:
-            run = load_run(directory)
+            run = load_run(location, preset=preset)
         except OSError as e:
-            raise InputError(f"{directory}: cannot read the run ({e.strerror or e})") from e
+            raise InputError(f"{location}: cannot read the run ({e.strerror or e})") from e
         engine = AlertEngine(config)
         try:
             engine.update(run)
@@ -92,6 +110,29 @@ def check_paths(
             raise InputError(str(e)) from e
         reports.append(RunReport(run, engine.alerts_now(run, now)))
     return reports
+
+
+def describe_source(run: Run) -> str:
+    """One line: where the rows came from and what the KL means (or that it was not found)."""
+    meaning = run.meaning
+    parts = [f"source {run.format_label}"]
+    if meaning.preset:
+        how = "detected" if meaning.detected else "chosen"
+        parts.append(f"preset {meaning.preset} ({how}: {meaning.trainer})")
+    else:
+        parts.append("preset: none matched the logged names (use --preset)")
+    if meaning.kl_found:
+        estimator = f", {meaning.estimator}" if meaning.estimator else ""
+        parts.append(f"KL = {meaning.mapping['kl_mean']} ({meaning.unit_label}{estimator})")
+    else:
+        parts.append("KL series NOT FOUND")
+    if meaning.kl_found and not meaning.kl_max_logged:
+        parts.append("no max KL logged")
+    if not meaning.beta_known:
+        parts.append("β not logged")
+    elif not meaning.beta_logged:
+        parts.append(f"β = {meaning.beta:g} (from the config)")
+    return "; ".join(parts)
 
 
 def fails(reports: Sequence[RunReport], fail_on: str) -> bool:
@@ -102,9 +143,10 @@ def fails(reports: Sequence[RunReport], fail_on: str) -> bool:
 def format_table(report: RunReport) -> str:
     run = report.run
     last = "-" if run.last_step is None else run.last_step
-    head = f"{run.name}  ({run.path})  rows {run.n_rows}, last step {last}"
+    head = f"{run.name}  ({run.location})  rows {run.n_rows}, last step {last}"
     if run.skipped:
-        head += f", {run.skipped} bad lines skipped"
+        head += f", {run.skipped} bad records skipped"
+    head += "\n  " + describe_source(run)
     if not report.alerts:
         return head + "\n  no alerts"
     rows = [("SEVERITY", "RULE", "STEP", "END", "METRIC", "VALUE", "MESSAGE")]
@@ -120,7 +162,7 @@ def format_table(report: RunReport) -> str:
 
 
 def cmd_check(args: argparse.Namespace, config: AlertConfig) -> int:
-    reports = check_paths(args.paths, config)
+    reports = check_paths(args.paths, config, preset=args.preset)
     if args.json:
         document = {"runs": [r.to_dict() for r in reports]}
         sys.stdout.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
@@ -136,16 +178,20 @@ class Watcher:
     """Polls run directories under PATHs: new runs are picked up, each refresh is fed to the
     run's engine, and `poll()` returns the alerts raised since the previous poll."""
 
-    def __init__(self, paths: Sequence[str], config: AlertConfig) -> None:
+    def __init__(
+        self, paths: Sequence[str], config: AlertConfig, preset: Preset | None = None
+    ) -> None:
         self.paths = list(paths)
         self.config = config
-        self.runs: dict[Path, tuple[Run, AlertEngine]] = {}
+        self.preset = preset
+        self.runs: dict[RunLocation, tuple[Run, AlertEngine]] = {}
         self._stalls_seen: set[tuple[Path, int]] = set()
 
     def poll(self, now: float | None = None) -> list[tuple[Run, Alert]]:
-        for directory in run_dirs(self.paths):
-            if directory not in self.runs:
-                self.runs[directory] = (open_run(directory), AlertEngine(self.config))
+        for location in run_locations(self.paths):
+            if location not in self.runs:
+                run = open_run(location, preset=self.preset)
+                self.runs[location] = (run, AlertEngine(self.config))
         fresh: list[tuple[Run, Alert]] = []
         for run, engine in self.runs.values():
             try:
@@ -165,7 +211,7 @@ def format_line(run: Run, alert: Alert) -> str:
 
 
 def cmd_watch(args: argparse.Namespace, config: AlertConfig) -> int:
-    watcher = Watcher(args.paths, config)
+    watcher = Watcher(args.paths, config, args.preset)
     cycle = 0
     try:
         while True:
@@ -201,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("paths", nargs="+", metavar="PATH", help="run directory or root of runs")
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.add_argument("--rules", metavar="FILE", help="TOML file overriding alert thresholds")
+        p.add_argument(
+            "--preset",
+            metavar="NAME|FILE",
+            help="how to read the trainer's metric names: a preset (trl_grpo, trl_rloo, "
+            "trl_ppo, openrlhf, verl, verl_kl_loss, klwatch) or a TOML mapping file "
+            "(default: detected per run from the names it logs)",
+        )
     check.add_argument(
         "--fail-on",
         choices=("warning", "critical"),
@@ -219,10 +272,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else EXIT_USAGE
     try:
         config = load_rules_file(args.rules) if args.rules else AlertConfig()
+        args.preset = preset_from_spec(args.preset, "--preset") if args.preset else None
         if args.command == "check":
             return cmd_check(args, config)
         return cmd_watch(args, config)
-    except (InputError, RulesError) as e:
+    except (InputError, RulesError, PresetError) as e:
         print(f"klwatch: {e}", file=sys.stderr)
         return EXIT_USAGE
 

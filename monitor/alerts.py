@@ -26,6 +26,7 @@ from monitor.episodes import (
     trailing_mean,
     trailing_median,
 )
+from monitor.presets import KLMeaning
 from monitor.rules import RULE_IDS, AlertConfig, config_for_run
 from monitor.run import Run
 
@@ -74,14 +75,21 @@ class Thresholds:
     per_token_scaled: bool  # per-sequence KL divided by response length row by row
     unit: str  # for messages
     beta_bounds: tuple[float, float] | None  # when the controller clamps β
+    band_off: str | None = None  # why the band rules cannot judge this run (said on the page)
 
 
-def resolve_thresholds(config: AlertConfig, info: Mapping[str, Any]) -> Thresholds:
+def resolve_thresholds(
+    config: AlertConfig, info: Mapping[str, Any], meaning: KLMeaning | None = None
+) -> Thresholds:
+    """What this run's KL is compared with. Units come from `meaning` (monitor.presets, the
+    one owner of what a run's KL means) when given, else from run.json's `kl.units`."""
     kl = info.get("kl") if isinstance(info.get("kl"), Mapping) else {}
     run_config = info.get("config") if isinstance(info.get("config"), Mapping) else {}
     target = _positive(kl.get("target"))
-    per_sequence = kl.get("units") == "per_sequence"
+    units = meaning.units if meaning is not None and meaning.units else kl.get("units")
+    per_sequence = units == "per_sequence"
     band = config.band
+    band_off = None
     if target is not None:
         low, high = band.target_low * target, band.target_high * target
         growth_level = config.kl_growth.over_target * target
@@ -89,6 +97,14 @@ def resolve_thresholds(config: AlertConfig, info: Mapping[str, Any]) -> Threshol
     else:
         low, high, growth_level = band.low, band.high, band.high
         unit = " per token (per-sequence KL ÷ response length)" if per_sequence else " per token"
+        if per_sequence and meaning is not None and band.length_column not in meaning.mapping:
+            # A per-token band on a per-sequence sum is off by the response length, which
+            # this run does not log: judge no level rather than guess one.
+            band_off = (
+                "KL is a per-sequence sum and no response length is logged to convert it: "
+                "the per-token healthy band (kl_high, kl_low) is off for this run"
+            )
+            low, high, growth_level, unit = math.nan, math.nan, 0.0, " per sequence"
     controller = kl.get("controller") or run_config.get("kl_controller")
     sat = config.beta_saturated
     bounds = None
@@ -96,8 +112,8 @@ def resolve_thresholds(config: AlertConfig, info: Mapping[str, Any]) -> Threshol
         lo = _positive(run_config.get("beta_min", run_config.get("kl_beta_min"))) or sat.beta_min
         hi = _positive(run_config.get("beta_max", run_config.get("kl_beta_max"))) or sat.beta_max
         bounds = (lo, hi)
-    scaled = per_sequence and target is None
-    return Thresholds(low, high, growth_level, target, scaled, unit, bounds)
+    scaled = per_sequence and target is None and band_off is None
+    return Thresholds(low, high, growth_level, target, scaled, unit, bounds, band_off)
 
 
 def _positive(value: object) -> float | None:
@@ -147,6 +163,8 @@ class AlertEngine:
             for name in self._needed_columns(run)
         }
         self._feed(run.steps[sl], columns)
+        self.meaning = getattr(run, "meaning", self.meaning)  # β from a config read later
+        self._feed_leash(run.steps[sl], columns["beta"])
         self._rows = n
         fresh = []
         for alert in sorted(self._alerts[before:], key=_alert_order):
@@ -202,7 +220,10 @@ class AlertEngine:
         info = self._info if self._info is not None else run.info
         source = str(getattr(run, "info_path", "run.json")) if self._info is None else "run info"
         self.config = config_for_run(self.base_config, info, f"{source} (alerts)")
-        self.th = resolve_thresholds(self.config, info)
+        self.meaning: KLMeaning | None = getattr(run, "meaning", None)
+        self.th = resolve_thresholds(self.config, info, self.meaning)
+        self._first_step: int | None = None
+        self._beta_seen = (0, 0.0)  # finite β values seen, their largest magnitude
         cfg = self.config
         self._ffill = {name: ForwardFill() for name in ("kl_mean", "kl_max", "beta", "reward_mean")}
         self._spike_fill = {m: ForwardFill() for m in cfg.kl_spike.metrics}
@@ -357,6 +378,55 @@ class AlertEngine:
                         value,
                         detector.message(event, stats, values),
                     )
+
+    def _feed_leash(self, steps: np.ndarray, beta: np.ndarray) -> None:
+        """no_kl_penalty / kl_missing: facts about the run as a whole, not about a step."""
+        if self._first_step is None and steps.size:
+            self._first_step = int(steps[0])
+        finite = beta[np.isfinite(beta)]
+        if finite.size:
+            count, largest = self._beta_seen
+            self._beta_seen = (count + finite.size, max(largest, float(np.abs(finite).max())))
+        if self._first_step is None or self.meaning is None:
+            return
+        leash = self._leash_problem()
+        for rule in ("no_kl_penalty", "kl_missing"):
+            section = getattr(self.config, rule)
+            wanted = section.enabled and leash is not None and leash[0] == rule
+            if wanted and rule not in self._open:
+                metric, value = ("beta", 0.0) if rule == "no_kl_penalty" else ("kl_mean", math.nan)
+                self._open_alert(rule, section.severity, self._first_step, metric, value, leash[1])
+            elif not wanted and rule in self._open:
+                self._close(rule, int(steps[-1]))
+
+    def _leash_problem(self) -> tuple[str, str] | None:
+        m = self.meaning
+        assert m is not None
+        count, largest = self._beta_seen
+        if m.beta == 0.0 or (m.beta_logged and count and largest == 0.0):
+            where = "the config" if m.beta == 0.0 else "every logged β"
+            return (
+                "no_kl_penalty",
+                f"β = 0 ({where}): this run has no KL penalty, nothing holds the policy near "
+                "its reference — expect reward hacking; set β (e.g. TRL GRPO beta=0.04) if "
+                "that is not intended.",
+            )
+        if m.kl_found:
+            return None
+        if m.kl_skipped_without_penalty and not m.beta:
+            return (
+                "no_kl_penalty",
+                f"No KL is logged: {m.trainer} skips the KL term (and its logging) when β = 0, "
+                "so this run most likely has no KL penalty — set beta > 0 to put a leash on "
+                "the policy.",
+            )
+        looked = ", ".join(sorted(m.mapping)) or "none of klwatch's series"
+        return (
+            "kl_missing",
+            f"No KL series found (preset {m.preset or 'none'}; found {looked}): klwatch cannot "
+            "watch the leash of this run — pick the trainer with --preset or map the KL name "
+            "in a preset file.",
+        )
 
     # -- alert bookkeeping ------------------------------------------------------------------
 

@@ -53,12 +53,20 @@ class ParsedBlock:
 
 
 def parse_pieces(
-    data: bytes, first_line: int = 1, begin: int = 0, end: int | None = None
+    data: bytes,
+    first_line: int = 1,
+    begin: int = 0,
+    end: int | None = None,
+    *,
+    nested: str | None = None,
 ) -> Iterator[ParsedBlock]:
     """Parse complete lines (`data[begin:end]`, ending with a newline) piece by piece.
 
     Never raises on bad content: bad lines are reported in each piece's `problems`, and each
     piece says how many lines it spanned so the caller can keep counting.
+
+    `nested`: the metrics are the keys of this object-valued field rather than the record's
+    own keys (verl writes `{"step": N, "data": {...}}`); a line without it is skipped.
     """
     start, line = begin, first_line
     size = len(data) if end is None else end
@@ -73,9 +81,9 @@ def parse_pieces(
         # A zero-copy view for the fast path; only the slow path makes a bytes copy.
         parsed = None
         if all_ascii or _is_utf8(data[start:end]):
-            parsed = _parse_fast(pa.py_buffer(memoryview(data)[start:end]), newlines)
+            parsed = _parse_fast(pa.py_buffer(memoryview(data)[start:end]), newlines, nested)
         if parsed is None:
-            parsed = _parse_slow(data[start:end], line)
+            parsed = _parse_slow(data[start:end], line, nested)
         parsed.lines = newlines
         yield parsed
         line += newlines
@@ -99,7 +107,7 @@ def _numeric_column(array: pa.ChunkedArray) -> np.ndarray | None:
     return None  # strings, booleans, nested values: not a metric series
 
 
-def _parse_fast(piece: pa.Buffer, newlines: int) -> ParsedBlock | None:
+def _parse_fast(piece: pa.Buffer, newlines: int, nested: str | None = None) -> ParsedBlock | None:
     try:
         table = pa_json.read_json(
             pa.BufferReader(piece),
@@ -119,11 +127,21 @@ def _parse_fast(piece: pa.Buffer, newlines: int) -> ParsedBlock | None:
     if table.num_rows != newlines:
         # Blank lines, or two objects on one line: let the slow path decide line by line.
         return None
+    if nested is None:
+        names = [name for name in table.column_names if name != "step"]
+        arrays = [table.column(name) for name in names]
+    else:
+        if nested not in table.column_names:
+            return None
+        inner = table.column(nested)
+        # A row without the object (missing, null, not an object) is the slow path's call.
+        if not pa.types.is_struct(inner.type) or inner.null_count:
+            return None
+        names = [inner.type.field(i).name for i in range(inner.type.num_fields)]
+        arrays = inner.flatten()
     columns: dict[str, np.ndarray] = {}
-    for name in table.column_names:
-        if name == "step":
-            continue
-        values = _numeric_column(table.column(name))
+    for name, array in zip(names, arrays, strict=True):
+        values = _numeric_column(array)
         if values is not None:
             columns[name] = values
     return ParsedBlock(steps, columns)
@@ -138,7 +156,7 @@ def decode_line(raw: bytes) -> object:
         return json.loads(raw.decode("utf-8"))
 
 
-def _parse_slow(piece: bytes, first_line: int) -> ParsedBlock:
+def _parse_slow(piece: bytes, first_line: int, nested: str | None = None) -> ParsedBlock:
     steps: list[int] = []
     columns: dict[str, list[float]] = {}
     problems: list[tuple[int, str]] = []
@@ -164,10 +182,14 @@ def _parse_slow(piece: bytes, first_line: int) -> ParsedBlock:
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             problems.append((line_no, f"field 'step' must be an integer >= 0, got {step!r}"))
             continue
+        values = record if nested is None else record.get(nested)
+        if not isinstance(values, dict):
+            problems.append((line_no, f"field {nested!r} must be a JSON object"))
+            continue
         row = len(steps)
         steps.append(step)
-        for key, value in record.items():
-            if key == "step":
+        for key, value in values.items():
+            if key == "step" and nested is None:
                 continue
             number = _as_number(value)
             if number is None:

@@ -36,6 +36,8 @@ RULE_IDS = (
     "beta_saturated",
     "run_stalled",
     "reward_hacking",
+    "no_kl_penalty",
+    "kl_missing",
 )
 
 
@@ -159,6 +161,14 @@ class RewardHackingConfig:
 
 
 @dataclass(frozen=True)
+class RunFactConfig:
+    """A rule about the run as a whole (no KL penalty, no KL series): on or off, severity."""
+
+    enabled: bool = True
+    severity: str = "warning"
+
+
+@dataclass(frozen=True)
 class AlertConfig:
     """Every threshold of every rule. Override with `AlertConfig().merged(mapping, source)`."""
 
@@ -175,6 +185,8 @@ class AlertConfig:
     beta_saturated: BetaSaturatedConfig = field(default_factory=BetaSaturatedConfig)
     run_stalled: StallConfig = field(default_factory=StallConfig)
     reward_hacking: RewardHackingConfig = field(default_factory=RewardHackingConfig)
+    no_kl_penalty: RunFactConfig = field(default_factory=RunFactConfig)
+    kl_missing: RunFactConfig = field(default_factory=RunFactConfig)
 
     def merged(self, overrides: Mapping[str, Any], source: str) -> AlertConfig:
         """A copy with `overrides` applied; RulesError names any bad key and `source`."""

@@ -1,130 +1,163 @@
-"""One run directory, read incrementally: `open_run(path)` → `Run`, `Run.refresh()`.
+"""One run, read incrementally: `open_run(path)` → `Run`, `Run.refresh()`.
 
-`refresh()` reads only the bytes appended since the previous call (O(new records)), so the
-same object serves a live dashboard for days. Bad lines are skipped and listed in
+A `Run` is format-blind: a source (monitor.sources: klwatch JSONL, TensorBoard events, verl
+JSONL, trackio SQLite, trainer_state.json) hands it new rows under the trainer's own names,
+and a preset (monitor.presets) says which of those are `kl_mean`, `beta`, … and what the KL
+means. `refresh()` reads only what was added since the previous call (O(new records)), so the
+same object serves a live dashboard for days. Bad records are skipped and listed in
 `Run.problems`; they never stop the good ones from being read.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from monitor.parse import Problem, decode_line, parse_pieces
-from monitor.runlog import INFO_FILE, METRICS_FILE, SAMPLES_FILE
+from monitor.parse import Problem
+from monitor.presets import KLWATCH_SERIES, KLMeaning, Preset, meaning_for, preset_from_spec
+from monitor.runlog import INFO_FILE, SAMPLES_FILE
+from monitor.sources import FORMAT_LABELS, RunLocation, locate_path, open_source
+from monitor.sources.klwatch import newest_records
 from monitor.table import SeriesTable
-from monitor.tail import FileTail
 
 MAX_PROBLEMS_KEPT = 200  # a garbage file must not grow memory without bound
 STALL_FACTOR = 20.0  # "far longer than its usual step interval"
 STALL_MIN_SECONDS = 60.0
+LIVE_SECONDS = 60.0  # a run without a declared status is live if written this recently
 RUN_STATUSES = ("running", "finished", "failed", "stalled")
 
 
 class Run:
-    """A run directory being read. Thread-safe: refresh() and readers may race."""
+    """A run being read. Thread-safe: refresh() and readers may race."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self.metrics_path = self.path / METRICS_FILE
-        self.info_path = self.path / INFO_FILE
+    def __init__(
+        self,
+        where: RunLocation | str | os.PathLike[str],
+        *,
+        preset: Preset | str | None = None,
+    ) -> None:
+        self.location = where if isinstance(where, RunLocation) else _one_location(where)
+        self.path = self.location.path
+        self.source = open_source(self.location)
+        self.forced_preset = (
+            preset_from_spec(preset, "--preset") if isinstance(preset, str) else preset
+        )
         self.table = SeriesTable()
-        self.info: dict[str, Any] = {}
-        self.info_problem: str | None = None
-        self.read_error: str | None = None  # why the last refresh could not read metrics
-        self.skipped = 0  # lines skipped in total (problems beyond MAX_PROBLEMS_KEPT too)
-        self.last_write_time: float | None = None  # mtime of metrics.jsonl
+        self.read_error: str | None = None  # why the last refresh could not read the data
+        self.skipped = 0  # records skipped in total (problems beyond MAX_PROBLEMS_KEPT too)
+        self.last_write_time: float | None = None  # mtime of the newest data file
+        self.meaning = KLMeaning("", "unknown trainer")
+        self.preset_problem: str | None = None
+        self._raw_names: dict[str, None] = {}  # in first-seen order
+        self._meaning_changes = 0  # bumps `generation` when the mapping changes under rows
         self._problems: list[Problem] = []
-        self._tail = FileTail(self.metrics_path)
-        self._next_line = 1  # line number of the next complete line the tail hands over
-        self._info_stamp: tuple[float, int] | None = None
         self._frame_cache: tuple[tuple[int, int], pd.DataFrame] | None = None
         self._lock = threading.RLock()
 
     # -- reading ----------------------------------------------------------------------------
 
     def refresh(self) -> int:
-        """Read what was appended since the last call; return how many records it parsed.
+        """Read what was added since the last call; return how many records it parsed.
 
-        Raises FileNotFoundError / PermissionError (naming the path) when metrics.jsonl
-        cannot be opened; the data already read stays.
+        Raises OSError (naming the path) when the run cannot be opened; the data already
+        read stays.
         """
         with self._lock:
-            self.refresh_info()
+            info_changed = self.source.refresh_info()
             try:
-                chunk = self._tail.read()
-                self.last_write_time = self.metrics_path.stat().st_mtime
+                read = self.source.read()
+                self.last_write_time = self.source.last_write_time()
             except OSError as e:
-                self.read_error = f"{self.metrics_path}: {e.strerror or e}"
+                self.read_error = _describe_os_error(e, self.path)
                 raise
             self.read_error = None
-            if chunk.reset:
+            if read.reset:
                 self.table.clear()
-                self._next_line = 1
-                self._note(None, "file was truncated or replaced: read again from the start")
+                self._note(None, read.reset)
+            self.skipped += read.skipped
+            for problem in read.problems:
+                self._keep(problem)
             parsed = 0
-            for data, start, end in chunk.blocks:
-                for piece in parse_pieces(data, self._next_line, start, end):
-                    for line, reason in piece.problems:
-                        self._note(line, reason)
-                    self.table.append(piece)
-                    parsed += piece.n
-                    self._next_line += piece.lines
+            names_before = len(self._raw_names)
+            for block in read.blocks:
+                self._raw_names.update(dict.fromkeys(block.columns))
+                self.table.append(block)
+                parsed += block.n
+            if info_changed or len(self._raw_names) != names_before or not self.meaning.preset:
+                self._decide_meaning()
             return parsed
 
     def refresh_info(self) -> None:
-        """Re-read run.json if its mtime or size changed (the light sidebar probe uses it)."""
+        """Re-read the run's metadata (run.json, …) if it changed (the sidebar probe uses it)."""
+        with self._lock:
+            if self.source.refresh_info():
+                self._decide_meaning()
+
+    def _decide_meaning(self) -> None:
         try:
-            st = self.info_path.stat()
-        except FileNotFoundError:
-            self.info, self.info_problem, self._info_stamp = {}, f"{INFO_FILE} missing", None
-            return
-        except OSError as e:
-            self.info, self.info_problem = {}, f"{self.info_path}: {e.strerror}"
-            return
-        stamp = (st.st_mtime, st.st_size)
-        if stamp == self._info_stamp:
-            return
-        self._info_stamp = stamp
-        try:
-            info = json.loads(self.info_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as e:
-            self.info, self.info_problem = {}, f"{self.info_path}: cannot read ({e})"
-            return
-        except ValueError as e:
-            self.info, self.info_problem = {}, f"{self.info_path}: not valid JSON ({e})"
-            return
-        if not isinstance(info, dict):
-            self.info, self.info_problem = {}, f"{self.info_path}: not a JSON object"
-            return
-        self.info, self.info_problem = info, None
+            meaning = meaning_for(self._raw_names, self.info, self.forced_preset)
+            self.preset_problem = None
+        except ValueError as e:  # PresetError from a bad run.json 'preset'
+            meaning, self.preset_problem = meaning_for(self._raw_names, {}, None), str(e)
+        if meaning != self.meaning:
+            old = self.meaning
+            if self.table.n and (meaning.mapping, meaning.units) != (old.mapping, old.units):
+                self._meaning_changes += 1  # consumers of the old names start over
+            self.meaning = meaning
 
     def _note(self, line: int | None, reason: str) -> None:
         if line is not None:
             self.skipped += 1
+        self._keep(Problem(self.data_label, line, reason))
+
+    def _keep(self, problem: Problem) -> None:
         if len(self._problems) < MAX_PROBLEMS_KEPT:
-            self._problems.append(Problem(METRICS_FILE, line, reason))
+            self._problems.append(problem)
 
     # -- views ------------------------------------------------------------------------------
 
     @property
+    def info(self) -> dict[str, Any]:
+        """Run metadata in run.json's shape ({} when the run has none)."""
+        return self.source.info
+
+    @property
+    def info_problem(self) -> str | None:
+        return self.source.info_problem
+
+    @property
+    def format(self) -> str:
+        return self.location.format
+
+    @property
+    def format_label(self) -> str:
+        return FORMAT_LABELS.get(self.location.format, self.location.format)
+
+    @property
+    def data_label(self) -> str:
+        """The file problems are reported against (metrics.jsonl, the events dir, …)."""
+        return getattr(self.source, "data_label", None) or self.path.name
+
+    @property
     def name(self) -> str:
         name = self.info.get("name")
-        return name if isinstance(name, str) and name else self.path.name
+        return name if isinstance(name, str) and name else self.source.default_name
 
     @property
     def problems(self) -> list[Problem]:
-        extra = [Problem(INFO_FILE, None, self.info_problem)] if self.info_problem else []
+        extra = []
+        if self.info_problem and self.location.format == "klwatch":
+            extra.append(Problem(INFO_FILE, None, self.info_problem))
+        if self.preset_problem:
+            extra.append(Problem(INFO_FILE, None, self.preset_problem))
         return extra + list(self._problems)
 
     @property
@@ -133,7 +166,8 @@ class Run:
 
     @property
     def generation(self) -> int:
-        return self.table.generation
+        """Changes whenever stored rows, or the names they are read under, change."""
+        return self.table.generation + self._meaning_changes
 
     @property
     def last_step(self) -> int | None:
@@ -144,28 +178,34 @@ class Run:
         return self.table.steps
 
     def column(self, name: str) -> np.ndarray:
-        return self.table.column(name)
+        """A klwatch series (`kl_mean`, …) under whatever name the trainer logged it, or any
+        raw series by its own name; all-NaN if the run never logged it."""
+        return self.table.column(self.meaning.mapping.get(name, name))
 
     def snapshot(self, names: list[str] | None = None) -> dict[str, np.ndarray]:
         """Steps and the named series (all by default), consistent with each other even
         while another thread refreshes. Arrays are read-only views; no copy is made."""
         with self._lock:
-            wanted = self.table.names if names is None else names
-            return {"step": self.table.steps, **{n: self.table.column(n) for n in wanted}}
+            wanted = self.series_names if names is None else names
+            return {"step": self.table.steps, **{n: self.column(n) for n in wanted}}
 
     @property
     def series_names(self) -> list[str]:
-        return self.table.names
+        """klwatch series found (their names), then every raw series not mapped to one."""
+        mapping = self.meaning.mapping
+        mapped = [s for s in KLWATCH_SERIES if s in mapping]
+        used = set(mapping.values())
+        return mapped + [n for n in self.table.names if n not in used and n not in mapped]
 
     @property
     def metrics(self) -> pd.DataFrame:
-        """One row per step (ascending, unique), one column per metric. Cached per version."""
+        """One row per step (ascending, unique), one column per series. Cached per version."""
         with self._lock:
-            version = (self.table.generation, self.table.n)
+            version = (self.generation, self.table.n)
             if self._frame_cache is None or self._frame_cache[0] != version:
                 data = {"step": self.table.steps.copy()}
-                for name in self.table.names:
-                    data[name] = self.table.column(name).copy()
+                for name in self.series_names:
+                    data[name] = self.column(name).copy()
                 self._frame_cache = (version, pd.DataFrame(data))
             return self._frame_cache[1]
 
@@ -191,18 +231,17 @@ class Run:
         return max(STALL_MIN_SECONDS, STALL_FACTOR * interval)
 
     def status(self, now: float | None = None) -> str:
-        """running / finished / failed from run.json, or stalled: running but silent."""
-        declared = self.info.get("status")
-        if declared not in ("running", "finished", "failed"):
-            declared = "running" if self.info else "unknown"
-        if declared == "running":
-            idle = self.seconds_since_write(now)
-            if idle is not None and idle > self.stall_threshold_s():
-                return "stalled"
-        return declared
+        """running / finished / failed / stalled / unknown: see `run_status`."""
+        return run_status(
+            self.info.get("status"),
+            self.seconds_since_write(now),
+            self.stall_threshold_s(),
+        )
 
     def samples(self, limit: int = 20) -> list[dict[str, Any]]:
         """The last `limit` records of samples.jsonl (bad lines skipped), oldest first."""
+        if self.location.format != "klwatch":
+            return []
         try:
             # samples are small: the last 256 KiB hold far more than a page shows
             newest = newest_records(self.path / SAMPLES_FILE, 256 * 1024)
@@ -214,36 +253,58 @@ class Run:
         return self.table.nbytes()
 
 
-def newest_records(path: Path, window: int) -> Iterator[dict[str, Any]]:
-    """JSON-object lines among the last `window` bytes of a file, newest first.
+def run_status(declared: object, idle_s: float | None, stall_after_s: float) -> str:
+    """The one definition of a run's status.
 
-    Reads only that tail; a line cut by the window's start and lines that are not JSON
-    objects are passed over. Raises OSError if the file cannot be read.
+    A declared status (run.json) is believed, except that a "running" run silent for longer
+    than `stall_after_s` is "stalled". A run that declares nothing (TensorBoard, verl, trackio,
+    a hand-written logger) is "running" while its files grew in the last LIVE_SECONDS, else
+    "unknown" (it may have finished or died: the files cannot say).
     """
-    with open(path, "rb") as f:
-        size = f.seek(0, os.SEEK_END)
-        f.seek(max(0, size - window))
-        lines = f.read().split(b"\n")
-    if size > window:
-        lines = lines[1:]
-    for raw in reversed(lines):
-        try:
-            record = decode_line(raw)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            yield record
+    if declared in ("finished", "failed"):
+        return str(declared)
+    if declared == "running":
+        return "stalled" if idle_s is not None and idle_s > stall_after_s else "running"
+    if idle_s is not None and idle_s <= LIVE_SECONDS:
+        return "running"
+    return "unknown"
 
 
-def open_run(path: str | os.PathLike[str]) -> Run:
-    """A live handle on a run directory; call `refresh()` to read (more)."""
-    return Run(path)
+def _one_location(path: str | os.PathLike[str]) -> RunLocation:
+    """The single run at `path` (a run directory or file); a bare directory is read as a
+    klwatch run directory so a run that has not written its first record yet still opens."""
+    found = locate_path(path, recursive=False)
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        # e.g. a trackio DB with several runs: the caller must pick one RunLocation
+        names = ", ".join(str(f) for f in found[:5])
+        raise ValueError(f"{path} holds {len(found)} runs ({names}): open one RunLocation")
+    return RunLocation("klwatch", Path(path))
 
 
-def load_run(path: str | os.PathLike[str]) -> Run:
-    """`open_run` + one `refresh()`. FileNotFoundError names metrics.jsonl if it is absent."""
-    run = open_run(path)
-    if not run.metrics_path.is_file():
-        raise FileNotFoundError(f"no {METRICS_FILE} in {run.path} (looked for {run.metrics_path})")
+def _describe_os_error(error: OSError, path: Path) -> str:
+    text = str(error.strerror or error)
+    where = error.filename or path
+    return f"{where}: {text}"
+
+
+def open_run(
+    path: str | os.PathLike[str] | RunLocation, *, preset: Preset | str | None = None
+) -> Run:
+    """A live handle on a run; call `refresh()` to read (more)."""
+    return Run(path, preset=preset)
+
+
+def load_run(
+    path: str | os.PathLike[str] | RunLocation, *, preset: Preset | str | None = None
+) -> Run:
+    """`open_run` + one `refresh()`. FileNotFoundError when `path` holds no run."""
+    if not isinstance(path, RunLocation) and not locate_path(path, recursive=False):
+        raise FileNotFoundError(
+            f"no run in {path} (looked for metrics.jsonl, TensorBoard events, a verl JSONL, "
+            "a trackio database, trainer_state.json)"
+        )
+    run = open_run(path, preset=preset)
     run.refresh()
     return run

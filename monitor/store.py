@@ -25,9 +25,16 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from monitor.alerts import AlertEngine, worst_severity
-from monitor.discover import DEFAULT_MAX_DEPTH, find_run_dirs
-from monitor.run import STALL_MIN_SECONDS, Run, newest_records
-from monitor.runlog import INFO_FILE, METRICS_FILE, SAMPLES_FILE
+from monitor.presets import Preset
+from monitor.run import STALL_MIN_SECONDS, Run, run_status
+from monitor.sources import (
+    DEFAULT_MAX_DEPTH,
+    FORMAT_LABELS,
+    RunLocation,
+    Source,
+    find_runs,
+    open_source,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +61,15 @@ class RunSummary:
     alert_count: int | None  # None until the run has been checked once
     worst_severity: str | None
     problem: str | None = None
+    source: str = "klwatch"  # the format's label for people: klwatch, TensorBoard, …
+    declared_status: object = None  # what the run's metadata says (light summaries)
 
 
 @dataclass
 class RunEntry:
     run_id: str
     root: Path
-    path: Path
+    location: RunLocation
     run: Run | None = None
     engine: AlertEngine | None = None  # created with the first read
     dirty: bool = True
@@ -73,10 +82,34 @@ class RunEntry:
     light: RunSummary | None = None  # summary of an unloaded run, until it is dirty again
     light_time: float = 0.0
     light_stamp: tuple[Any, ...] = ()
+    probe: Source | None = None  # reader for light summaries (no rows kept)
     inflight: Future[bool] | None = None  # the read of this run on a reader thread
     light_inflight: Future[RunSummary] | None = None
     slow: bool = False  # the last read outlasted read_timeout_s (it goes on in background)
     lock: threading.RLock = field(default_factory=threading.RLock)
+
+    @property
+    def path(self) -> Path:
+        return self.location.path
+
+
+def _is_run_file(name: str) -> bool:
+    """A file whose appearance may mean a new run (any format)."""
+    return (
+        name in ("metrics.jsonl", "trainer_state.json")
+        or name.startswith("events.out.tfevents.")
+        or name.endswith((".jsonl", ".db"))
+    )
+
+
+def _watch_keys(path: Path) -> tuple[Path, ...]:
+    """The run watch paths a changed file may belong to: its directory (klwatch, TensorBoard,
+    trainer_state.json; a checkpoint's parent), itself (verl JSONL, trackio DB), and a trackio
+    DB for its write-ahead log."""
+    keys = [path.parent, path, path.parent.parent]
+    if path.name.endswith(("-wal", "-journal")):
+        keys.append(path.with_name(path.name.rsplit("-", 1)[0]))
+    return tuple(keys)
 
 
 class _DirtyMarker(FileSystemEventHandler):
@@ -90,11 +123,12 @@ class _DirtyMarker(FileSystemEventHandler):
             if not raw:
                 continue
             path = Path(os.fsdecode(raw))
-            if path.name in (METRICS_FILE, INFO_FILE, SAMPLES_FILE):
-                self.store.mark_dirty(path.parent)
-                if event.event_type in ("created", "moved", "deleted"):
-                    self.store.request_rescan()
-            elif event.is_directory and event.event_type in ("created", "moved", "deleted"):
+            if path.name.endswith("-shm"):
+                continue  # SQLite readers (us) touch the shared-memory index too
+            if not event.is_directory:
+                self.store.mark_dirty(*_watch_keys(path))
+            structural = event.event_type in ("created", "moved", "deleted")
+            if structural and (event.is_directory or _is_run_file(path.name)):
                 self.store.request_rescan()
 
 
@@ -115,6 +149,7 @@ class RunStore:
         alert_config: Any = None,
         read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
         background_checks: bool = False,
+        preset: Preset | None = None,
     ) -> None:
         self.roots = [Path(r) for r in roots]
         self.poll_interval_s = poll_interval_s
@@ -124,10 +159,11 @@ class RunStore:
         self.follow_external_symlinks = follow_external_symlinks
         self.alert_config = alert_config
         self.read_timeout_s = read_timeout_s
+        self.preset = preset  # forced on every run (else each run's is detected)
         self._closed = False
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="klwatch-read")
         self._entries: dict[str, RunEntry] = {}
-        self._by_path: dict[Path, str] = {}
+        self._by_path: dict[Path, list[str]] = {}
         self._lock = threading.RLock()
         self._scan_lock = threading.Lock()
         self._rescan_requested = True
@@ -189,11 +225,12 @@ class RunStore:
     def request_rescan(self) -> None:
         self._rescan_requested = True
 
-    def mark_dirty(self, run_dir: Path) -> None:
+    def mark_dirty(self, *watch_paths: Path) -> None:
+        """Mark the runs watched at any of these paths as changed."""
         with self._lock:
-            run_id = self._by_path.get(run_dir)
-            entry = self._entries.get(run_id) if run_id else None
-        if entry is not None:
+            ids = [rid for p in watch_paths for rid in self._by_path.get(p, ())]
+            entries = [self._entries[rid] for rid in ids if rid in self._entries]
+        for entry in entries:
             entry.dirty = True
             entry.light = None
 
@@ -234,22 +271,25 @@ class RunStore:
         found: dict[str, RunEntry] = {}
         labels = self._root_labels()
         for root in self.roots:
-            for run_dir in find_run_dirs(
+            for location in find_runs(
                 root,
                 max_depth=self.max_depth,
                 follow_external_symlinks=self.follow_external_symlinks,
             ):
-                rel = run_dir.relative_to(root).as_posix()
-                run_id = labels[root] if rel == "." else f"{labels[root]}/{rel}"
-                found[run_id] = RunEntry(run_id, root, run_dir)
+                found[_run_id(labels[root], root, location)] = location
         with self._lock:
-            for run_id, entry in found.items():
-                if run_id not in self._entries:
-                    self._entries[run_id] = entry
+            for run_id, location in found.items():
+                known = self._entries.get(run_id)
+                if known is None or known.location != location:
+                    root = next(r for r in self.roots if _under(location.path, r))
+                    self._entries[run_id] = RunEntry(run_id, root, location)
             for run_id in list(self._entries):
                 if run_id not in found:  # deleted, moved away, or now unreadable
                     del self._entries[run_id]
-            self._by_path = {e.path: run_id for run_id, e in self._entries.items()}
+            by_path: dict[Path, list[str]] = {}
+            for run_id, entry in self._entries.items():
+                by_path.setdefault(entry.location.watch_path, []).append(run_id)
+            self._by_path = by_path
 
     # -- access -----------------------------------------------------------------------------
 
@@ -307,7 +347,7 @@ class RunStore:
             entry.last_refresh = now
             # A new Run is published only once read and checked: other threads (the sidebar)
             # never see a half-loaded run.
-            run = entry.run or Run(entry.path)
+            run = entry.run or Run(entry.location, preset=self.preset)
             with contextlib.suppress(OSError):  # run.read_error says why; rows read stay
                 run.refresh()
             if entry.engine is None:
@@ -385,8 +425,9 @@ class RunStore:
             alert_count=entry.alert_count,
             worst_severity=entry.worst_severity,
             problem=run.read_error
-            or (run.problems[0].reason if run.info_problem else None)
+            or (run.problems[0].reason if run.problems and run.info_problem else None)
             or entry.alert_error,
+            source=run.format_label,
         )
 
     def _light(self, entry: RunEntry, now: float | None) -> RunSummary:
@@ -418,7 +459,7 @@ class RunStore:
         """
         if entry.light is not None and time.monotonic() - entry.light_time < self.poll_interval_s:
             return entry.light
-        stamp = _stamp(entry.path)
+        stamp = _probe(entry).stamp()
         if entry.light is None or stamp != entry.light_stamp:
             entry.light, entry.light_stamp = _light_summary(entry, now), stamp
         else:  # unchanged files; only "stalled" can change with the clock
@@ -430,52 +471,62 @@ class RunStore:
         return [s for rid in self.run_ids() if (s := self.summary(rid, now)) is not None]
 
 
-def _stamp(run_dir: Path) -> tuple[tuple[int, int] | None, ...]:
-    stamps: list[tuple[int, int] | None] = []
-    for name in (METRICS_FILE, INFO_FILE):
-        try:
-            st = (run_dir / name).stat()
-            stamps.append((st.st_mtime_ns, st.st_size))
-        except OSError:
-            stamps.append(None)
-    return tuple(stamps)
+def _run_id(label: str, root: Path, location: RunLocation) -> str:
+    """A stable id from the root's label and the path below it (plus the run's key inside a
+    file holding several). Ids are looked up, never turned back into paths."""
+    rel = location.path.relative_to(root).as_posix() if _under(location.path, root) else "."
+    run_id = label if rel == "." else f"{label}/{rel}"
+    return f"{run_id}/{location.key}" if location.key else run_id
+
+
+def _under(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+def _probe(entry: RunEntry) -> Source:
+    """A reader kept per entry for the light summary (metadata and a stat, no rows)."""
+    if entry.probe is None:
+        entry.probe = open_source(entry.location)
+    return entry.probe
 
 
 def _light_status(summary: RunSummary, now: float | None) -> str:
-    declared = "running" if summary.status == "stalled" else summary.status
-    if declared != "running" or summary.last_write is None:
-        return declared
-    idle = (time.time() if now is None else now) - summary.last_write
-    return "stalled" if idle > STALL_MIN_SECONDS else "running"
+    declared = summary.declared_status
+    idle = (
+        None
+        if summary.last_write is None
+        else (time.time() if now is None else now) - summary.last_write
+    )
+    return run_status(declared, idle, STALL_MIN_SECONDS)
 
 
 def _light_summary(entry: RunEntry, now: float | None) -> RunSummary:
-    """Status, last step and age from run.json, a stat and the file's last line only."""
-    probe = Run(entry.path)
-    probe.refresh_info()
+    """Status, last step and age from the run's metadata, a stat and a peek at its end."""
+    source = _probe(entry)
+    source.refresh_info()
     try:
-        st = probe.metrics_path.stat()
-        last_write: float | None = st.st_mtime
-        last_step = next(
-            (r["step"] for r in newest_records(probe.metrics_path, 16384) if _is_step(r)), None
-        )
-        problem = probe.info_problem
+        last_write = source.last_write_time()
+        last_step = source.peek_last_step()
+        problem = source.info_problem if entry.location.format == "klwatch" else None
     except OSError as e:
-        last_write, last_step, problem = None, None, f"{probe.metrics_path}: {e.strerror}"
-    probe.last_write_time = last_write
-    return RunSummary(
+        last_write, last_step, problem = None, None, f"{e.filename or entry.path}: {e.strerror}"
+    name = source.info.get("name")
+    summary = RunSummary(
         run_id=entry.run_id,
-        name=probe.name,
-        status=probe.status(now),
+        name=name if isinstance(name, str) and name else source.default_name,
+        status="unknown",
         last_step=last_step,
         last_write=last_write,
         rows=None,
         alert_count=entry.alert_count,
         worst_severity=entry.worst_severity,
         problem=problem,
+        source=FORMAT_LABELS.get(entry.location.format, entry.location.format),
+        declared_status=source.info.get("status"),
     )
-
-
-def _is_step(record: dict[str, Any]) -> bool:
-    step = record.get("step")
-    return isinstance(step, int) and not isinstance(step, bool)
+    summary.status = _light_status(summary, now)
+    return summary

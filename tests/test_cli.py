@@ -47,7 +47,24 @@ def test_json_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     document = json.loads(out)  # exactly one JSON document; NaN became null
     assert list(document) == ["runs"]
     (run,) = document["runs"]
-    assert list(run) == ["path", "name", "rows", "last_step", "skipped", "alerts"]
+    assert list(run) == [
+        "path",
+        "name",
+        "rows",
+        "last_step",
+        "skipped",
+        "alerts",
+        "source",
+        "series",
+    ]
+    assert run["source"] == {
+        "format": "klwatch",
+        "preset": "klwatch",
+        "kl_units": "per_token",
+        "kl_estimator": None,
+        "key": None,
+    }
+    assert run["series"][:4] == ["kl_mean", "kl_max", "beta", "reward_mean"]
     assert (run["path"], run["name"], run["rows"], run["last_step"], run["skipped"]) == (
         str(tmp_path / "runs" / "a"),
         "t",
@@ -101,7 +118,7 @@ def test_plain_output_is_a_table_per_run(
     ("args", "needle"),
     [
         (["check", "{tmp}/missing"], "no such file or directory"),
-        (["check", "{tmp}/empty"], "no run directories"),
+        (["check", "{tmp}/empty"], "no runs found"),
         (["check", "{tmp}/ok", "--rules", "{tmp}/bad.toml"], "unknown key 'kl_spike.zz'"),
         (["check", "{tmp}/ok", "--rules", "{tmp}/nope.toml"], "cannot read rules file"),
         (["check", "{tmp}/badinfo"], "unknown key 'band.hihg'"),

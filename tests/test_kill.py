@@ -56,4 +56,4 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_record(tmp_path: Path) 
         assert len(acknowledged) > 1
         # At most one torn line at the end, and nothing else is skipped.
         assert run.skipped == 0
-        assert run._tail.pending_bytes < 400
+        assert run.source.tail.pending_bytes < 400

@@ -24,7 +24,7 @@ def rec(step: int, kl: float = 0.05, **extra: object) -> bytes:
 
 
 def test_missing_metrics_gives_clear_file_not_found(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"no metrics\.jsonl in .*"):
+    with pytest.raises(FileNotFoundError, match=r"no run in .*metrics\.jsonl"):
         load_run(tmp_path)
 
 
@@ -39,8 +39,8 @@ def test_refresh_reads_only_new_records(tmp_path: Path) -> None:
     write(tmp_path, rec(0) + rec(1))
     run = open_run(tmp_path)
     assert run.refresh() == 2
-    offset = run._tail.offset
-    assert run.refresh() == 0 and run._tail.offset == offset
+    offset = run.source.tail.offset
+    assert run.refresh() == 0 and run.source.tail.offset == offset
     write(tmp_path, rec(2))
     assert run.refresh() == 1
     assert run.metrics["step"].tolist() == [0, 1, 2]
@@ -132,10 +132,10 @@ def test_new_series_mid_run_is_nan_before_it_appears(tmp_path: Path) -> None:
 
 def test_absurdly_long_line_is_skipped_without_holding_it(tmp_path: Path) -> None:
     run = open_run(tmp_path)
-    run._tail = FileTail(run.metrics_path, max_line_bytes=1000, read_block_bytes=256)
+    run.source.tail = FileTail(run.source.metrics_path, max_line_bytes=1000, read_block_bytes=256)
     write(tmp_path, rec(0) + b'{"step":1,"pad":"' + b"x" * 5000)
     assert run.refresh() == 1
-    assert run._tail.pending_bytes <= 1000 + 256  # never holds the whole long line
+    assert run.source.tail.pending_bytes <= 1000 + 256  # never holds the whole long line
     write(tmp_path, b'"}\n' + rec(2))
     assert run.refresh() == 1
     assert run.steps.tolist() == [0, 2]

@@ -67,7 +67,7 @@ def test_any_split_equals_one_shot(
     path = piece_dir / "metrics.jsonl"
     path.write_bytes(b"")
     run = open_run(piece_dir)
-    run._tail = FileTail(path, read_block_bytes=read_block)  # lines straddling reads too
+    run.source.tail = FileTail(path, read_block_bytes=read_block)  # lines straddling reads too
     bounds = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
     total = 0
     for start, end in itertools.pairwise(bounds):

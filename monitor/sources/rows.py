@@ -1,0 +1,89 @@
+"""Row-at-a-time sources (trackio rows, trainer_state.json entries) → ParsedBlock.
+
+Trainers that log through a callback often write one global step in several calls: the
+Trainer logs the train metrics and, at the same global step, the eval metrics; the final
+summary (train_runtime, …) comes at the last step again. Those are one step, not a resume,
+so consecutive rows with the same step are merged (later values win). A step that repeats
+across two `read()`s is emitted again with the merged values: the table supersedes the
+row it had for that step with the fuller one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from monitor.parse import ParsedBlock
+
+Row = dict[str, float]
+
+
+class RowMerger:
+    """Collects (step, values) rows in order; `take()` hands over those added since."""
+
+    def __init__(self) -> None:
+        self._steps: list[int] = []
+        self._rows: list[Row] = []
+        self.last: tuple[int, Row] | None = None  # the newest row, kept across take()s
+
+    def add(self, step: int, values: Row) -> None:
+        if self.last is not None and self.last[0] == step:
+            values = {**self.last[1], **values}
+            if self._steps and self._steps[-1] == step:
+                self._rows[-1] = values
+                self.last = (step, values)
+                return
+        self._steps.append(step)
+        self._rows.append(values)
+        self.last = (step, values)
+
+    def take(self) -> ParsedBlock | None:
+        """The rows added since the previous take, as columns (None if there were none)."""
+        if not self._steps:
+            return None
+        n = len(self._steps)
+        columns: dict[str, np.ndarray] = {}
+        for i, row in enumerate(self._rows):
+            for name, value in row.items():
+                column = columns.get(name)
+                if column is None:
+                    column = columns[name] = np.full(n, math.nan)
+                column[i] = value
+        block = ParsedBlock(np.asarray(self._steps, dtype=np.int64), columns)
+        self._steps, self._rows = [], []
+        return block
+
+    def reset(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+
+def as_number(value: object) -> float | None:
+    """A metric value as float, or None if it is not a number (strings, lists, dicts, bools).
+
+    null reads as NaN (a missing value), like the JSONL parser; trackio stores NaN and
+    ±Infinity as the strings "NaN", "Infinity", "-Infinity".
+    """
+    if value is None:
+        return math.nan
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        return _SPECIAL_FLOATS.get(value)
+    return None
+
+
+_SPECIAL_FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def as_step(value: object) -> int | None:
+    """An integer step >= 0 (an integral float such as 10.0 counts), or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return int(value)
+    return None
