@@ -146,7 +146,10 @@ def sidebar(store: RunStore, summaries: dict[str, Any], config: views.AppConfig)
     st.sidebar.title("klwatch")
     st.sidebar.caption("Roots: " + views.escape_markdown(", ".join(config.roots)))
     if not summaries:
-        st.sidebar.info("No runs found yet. A run is a directory holding metrics.jsonl.")
+        st.sidebar.info(
+            "No runs found yet. A run is a klwatch run directory, a TensorBoard log "
+            "directory, a verl JSONL, a trackio database or a trainer_state.json."
+        )
         return
     text = st.sidebar.text_input("Filter runs", key="filter", placeholder="name or path")
     names = {rid: s.name for rid, s in summaries.items()}
@@ -224,6 +227,8 @@ def run_page(store: RunStore, run_id: str) -> None:
             + (f" · last step {run.last_step:,}" if run.last_step is not None else "")
         )
     )
+    for line in views.source_lines(run, getattr(entry.engine, "th", None)):
+        st.caption(views.escape_markdown(line))
     if run.read_error:
         st.error("Cannot read this run: " + views.escape_markdown(run.read_error))
     if entry.slow:
@@ -254,7 +259,10 @@ def run_charts(run: Any, entry: Any, alerts: list[Any]) -> None:
     )
     st.plotly_chart(figures["kl"], key="chart_kl", config=PLOTLY_CONFIG)
     left, right = st.columns(2)
-    left.plotly_chart(figures["beta"], key="chart_beta", config=PLOTLY_CONFIG)
+    if "beta" in figures:
+        left.plotly_chart(figures["beta"], key="chart_beta", config=PLOTLY_CONFIG)
+    else:
+        left.caption(views.escape_markdown(views.beta_missing(run)))
     right.plotly_chart(figures["reward"], key="chart_reward", config=PLOTLY_CONFIG)
     if extras:
         st.multiselect("Other series", extras, key="series", placeholder="entropy, lengths …")

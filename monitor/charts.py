@@ -466,6 +466,22 @@ def consistent_columns(run: RunLike, names: Sequence[str]) -> dict[str, np.ndarr
     return {k: v[:n] for k, v in data.items()}
 
 
+def kl_title(meaning: Any) -> str:
+    """The KL chart's title says what the plotted number is, and what is not logged."""
+    if meaning is None or not getattr(meaning, "preset", ""):
+        return "KL divergence from the reference"
+    if not meaning.kl_found:
+        return f"KL divergence: no KL series found ({meaning.trainer})"
+    units = {"per_token": "mean per token", "per_sequence": "summed per sequence"}.get(
+        meaning.units or "", "units unknown"
+    )
+    estimator = f", {meaning.estimator}" if meaning.estimator else ""
+    title = f"KL from the reference ({units}{estimator}; {meaning.mapping['kl_mean']})"
+    if not meaning.kl_max_logged:
+        title += " · max KL not logged"
+    return title
+
+
 # -- whole run -----------------------------------------------------------------------------
 
 
@@ -486,6 +502,10 @@ def run_figures(
     steps = data["step"]
     nan = np.full(steps.size, np.nan)
 
+    meaning = getattr(run, "meaning", None)
+    if "beta" not in data and meaning is not None and meaning.beta is not None:
+        data["beta"] = np.full(steps.size, meaning.beta)  # constant β from the config
+
     def col(name: str) -> np.ndarray:
         return data.get(name, nan)  # a series the run never logged draws as empty
 
@@ -497,9 +517,11 @@ def run_figures(
             band=kl_band(run.info, thresholds),
             alerts=alerts,
             options=options,
+            title=kl_title(meaning),
         ),
-        "beta": beta_figure(steps, col("beta"), options),
     }
+    if "beta" in data:  # β chart only when β is known (most foreign trainers never log it)
+        figures["beta"] = beta_figure(steps, col("beta"), options)
     computed = "reward_total" not in data
     total = (
         reward_total(col("reward_mean"), col("beta"), col("kl_mean"))

@@ -348,13 +348,55 @@ def run_details(summary: Any, now: float | None = None) -> str:
 
 
 def run_caption(summary: Any, now: float | None = None) -> str:
-    """`run_details` as safe markdown, with a coloured status dot and alert marker."""
+    """`run_details` as safe markdown, with a coloured status dot, the source format's badge
+    and an alert marker."""
     dot = f":{STATUS_COLORS.get(summary.status, 'gray')}[●]"
     text = escape_markdown(run_details(summary, now))
+    badge = SOURCE_BADGES.get(getattr(summary, "source", "klwatch"), "gray")
+    text = f":{badge}-badge[{escape_markdown(getattr(summary, 'source', 'klwatch'))}] {text}"
     if summary.alert_count:
         color = SEVERITY_COLORS.get(summary.worst_severity or "info", "blue")
         text += f" :{color}[▲]"
     return f"{dot} {text}"
+
+
+SOURCE_BADGES = {
+    "klwatch": "gray",
+    "TensorBoard": "orange",
+    "verl": "blue",
+    "trackio": "violet",
+    "trainer_state.json": "green",
+}
+
+
+def source_lines(run: Any, thresholds: Any = None) -> list[str]:
+    """What the page says about where a run's numbers come from and what its KL means —
+    including what the trainer does not log, instead of guessing it."""
+    meaning = getattr(run, "meaning", None)
+    if meaning is None:
+        return []
+    label = getattr(run, "format_label", "klwatch")
+    if not meaning.preset:
+        return [
+            f"Source: {label}. None of the known trainers' names found: pick one with "
+            "--preset or map the names in a preset file (docs/integrations.md)."
+        ]
+    how = "detected from the logged names" if meaning.detected else "chosen"
+    lines = [f"Source: {label} · {meaning.trainer} (preset {meaning.preset}, {how})."]
+    if meaning.kl_found:
+        estimator = f", estimator {meaning.estimator}" if meaning.estimator else ""
+        lines.append(f"KL = {meaning.mapping['kl_mean']}: {meaning.unit_label}{estimator}.")
+    lines.extend(n for n in meaning.notes if meaning.preset != "klwatch")
+    band_off = getattr(thresholds, "band_off", None)
+    if band_off:
+        lines.append(band_off[0].upper() + band_off[1:] + ".")
+    return lines
+
+
+def beta_missing(run: Any) -> str:
+    meaning = getattr(run, "meaning", None)
+    trainer = meaning.trainer if meaning is not None and meaning.preset else "this trainer"
+    return f"β is not logged by {trainer} and not found in its config: no β chart."
 
 
 def render_key(entry: Any, status: str) -> tuple[Any, ...]:

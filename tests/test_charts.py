@@ -234,7 +234,7 @@ def test_compare_figure_overlays_runs_by_step() -> None:
 
 
 def test_empty_run_gives_empty_figures_not_errors() -> None:
-    run = FakeRun({"kl_mean": np.zeros(0)})
+    run = FakeRun({"kl_mean": np.zeros(0), "beta": np.zeros(0)})
     figs = run_figures(run)
     assert set(figs) == {"kl", "beta", "reward"}
     assert all(len(t.x) == 0 for t in reward_figure(np.zeros(0), np.zeros(0), None).data)
@@ -258,3 +258,21 @@ def test_alerts_on_other_metrics_sit_on_the_kl_line() -> None:
     fig = kl_figure(run.steps, run.column("kl_mean"), run.column("kl_max"), alerts=[stalled])
     marker = next(t for t in fig.data if t.name == "warning alerts")
     assert marker.y[0] == pytest.approx(run.column("kl_max")[999])  # not 3600 on a KL axis
+
+
+def test_beta_chart_only_when_beta_is_known_and_title_says_what_kl_is() -> None:
+    from monitor.presets import PRESETS, meaning_for
+
+    columns = {"train/kl": np.full(5, 0.02), "train/reward": np.linspace(0, 1, 5)}
+    run = FakeRun(dict(columns))
+    names = ["train/kl", "train/reward", "train/completions/mean_length"]
+    run.meaning = meaning_for(names, {}, PRESETS["trl_grpo"])  # type: ignore[attr-defined]
+    run.columns = {"kl_mean": columns["train/kl"], "reward_mean": columns["train/reward"]}
+    figs = run_figures(run)
+    assert "beta" not in figs  # TRL logs no β and none came from a config
+    title = figs["kl"].layout.title.text
+    assert "mean per token, k3" in title and "max KL not logged" in title
+
+    run.meaning = meaning_for(names, {"config": {"beta": 0.04}}, PRESETS["trl_grpo"])  # type: ignore[attr-defined]
+    figs = run_figures(run)
+    assert list(figs["beta"].data[0].y) == [0.04] * 5  # constant β from the config
