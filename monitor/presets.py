@@ -94,7 +94,11 @@ PRESETS: dict[str, Preset] = {
             },
             kl_units="per_token",
             kl_estimator="k3",
-            signatures=(("reward", "completions/mean_length"), ("reward", "frac_reward_zero_std")),
+            signatures=(
+                ("reward", "completions/mean_length"),
+                ("reward", "frac_reward_zero_std"),
+                ("kl", "reward"),  # TRL's two core names alone: GRPO is TRL's default
+            ),
             beta_config_keys=("beta",),
             notes=("TRL logs no max KL: spikes are judged on mean KL.",),
             kl_skipped_without_penalty=True,
