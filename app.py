@@ -21,6 +21,7 @@ from typing import Any
 import streamlit as st
 
 from monitor import auth, charts, views
+from monitor.presets import preset_from_spec
 from monitor.store import RunStore
 
 APP_DIR = Path(__file__).resolve().parent
@@ -40,10 +41,16 @@ def _close_store(store: RunStore) -> None:
 
 
 @st.cache_resource(show_spinner=False, on_release=_close_store)
-def get_store(roots: tuple[str, ...], poll: bool, follow_symlinks: bool = False) -> RunStore:
+def get_store(
+    roots: tuple[str, ...], poll: bool, follow_symlinks: bool = False, preset: str | None = None
+) -> RunStore:
     """One RunStore per server process (per root set): every viewer shares its reads."""
     return RunStore(
-        roots, poll=poll, follow_external_symlinks=follow_symlinks, background_checks=True
+        roots,
+        poll=poll,
+        follow_external_symlinks=follow_symlinks,
+        background_checks=True,
+        preset=preset_from_spec(preset, "--preset") if preset else None,
     )
 
 
@@ -448,7 +455,7 @@ def show_error(what: str, e: Exception) -> None:
 def page() -> None:
     login_gate()
     config = app_config()
-    store = get_store(config.roots, config.poll, config.follow_symlinks)
+    store = get_store(config.roots, config.poll, config.follow_symlinks, config.preset)
     summaries = {s.run_id: s for s in store.summaries()}
     load_url_state(store, summaries)
     keep_widget_state()

@@ -91,6 +91,8 @@ class Run:
                 self._raw_names.update(dict.fromkeys(block.columns))
                 self.table.append(block)
                 parsed += block.n
+            # Some formats carry their metadata inside the data (TensorBoard's args text).
+            info_changed = self.source.refresh_info() or info_changed
             if info_changed or len(self._raw_names) != names_before or not self.meaning.preset:
                 self._decide_meaning()
             return parsed

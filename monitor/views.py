@@ -42,6 +42,7 @@ class AppConfig:
     roots: tuple[str, ...]
     poll: bool = False
     follow_symlinks: bool = False  # only for roots whose writers you trust (docs/deploy.md)
+    preset: str | None = None  # force a names preset on every run (docs/integrations.md)
 
 
 def default_roots(app_dir: Path) -> tuple[str, ...]:
@@ -61,12 +62,14 @@ def parse_app_args(
     parser.add_argument("--root", action="append", default=[])
     parser.add_argument("--poll", action="store_true")
     parser.add_argument("--follow-symlinks", action="store_true")
+    parser.add_argument("--preset")
     args, _ = parser.parse_known_args(list(argv))
     from_env = [p for p in env.get("KLWATCH_ROOTS", "").split(os.pathsep) if p.strip()]
     roots = [*args.root, *from_env] or list(defaults)
     unique = tuple(dict.fromkeys(os.path.abspath(r) for r in roots))
     poll = args.poll or env.get("KLWATCH_POLL", "") not in ("", "0")
-    return AppConfig(unique, poll, args.follow_symlinks)
+    preset = args.preset or env.get("KLWATCH_PRESET") or None
+    return AppConfig(unique, poll, args.follow_symlinks, preset)
 
 
 # -- URL state -----------------------------------------------------------------------------
