@@ -207,9 +207,13 @@ def health_banner(alerts: list[Any], engine_ready: bool) -> None:
     verdict = views.health(alerts, engine_ready)
     body = views.escape_markdown(verdict.headline)
     if verdict.details:
-        body += "  \n" + "  \n".join(views.escape_markdown(d) for d in verdict.details[:5])
-    show = {"critical": st.error, "warning": st.warning}.get(verdict.level, st.success)
-    icon = {"critical": "error", "warning": "warning"}.get(verdict.level, "check_circle")
+        body += "  \n" + "  \n".join(views.escape_markdown(d) for d in verdict.details[:8])
+    show = {"critical": st.error, "warning": st.warning, "past": st.info}.get(
+        verdict.level, st.success
+    )
+    icon = {"critical": "error", "warning": "warning", "past": "history"}.get(
+        verdict.level, "check_circle"
+    )
     show(body, icon=f":material/{icon}:")
 
 

@@ -62,6 +62,7 @@ class RunSummary:
     worst_severity: str | None
     problem: str | None = None
     source: str = "klwatch"  # the format's label for people: klwatch, TensorBoard, …
+    past_count: int | None = None  # alerts that fired and cleared
     declared_status: object = None  # what the run's metadata says (light summaries)
 
 
@@ -77,6 +78,7 @@ class RunEntry:
     last_access: float = 0.0
     version: tuple[Any, ...] = ()
     alert_count: int | None = None
+    past_count: int | None = None  # alerts that fired and cleared
     worst_severity: str | None = None
     alert_error: str | None = None  # why alerts cannot be computed (bad thresholds)
     light: RunSummary | None = None  # summary of an unloaded run, until it is dirty again
@@ -366,8 +368,10 @@ class RunStore:
             return changed
 
     def _tally_alerts(self, entry: RunEntry, run: Run) -> None:
-        active = [a for a in entry.engine.alerts_now(run) if a.end_step is None]
+        alerts = entry.engine.alerts_now(run)
+        active = [a for a in alerts if a.end_step is None]
         entry.alert_count = len(active)
+        entry.past_count = len(alerts) - len(active)
         entry.worst_severity = worst_severity(active)
 
     def refresh(self, run_id: str) -> bool:
@@ -428,6 +432,7 @@ class RunStore:
             or (run.problems[0].reason if run.problems and run.info_problem else None)
             or entry.alert_error,
             source=run.format_label,
+            past_count=entry.past_count,
         )
 
     def _light(self, entry: RunEntry, now: float | None) -> RunSummary:
@@ -526,6 +531,7 @@ def _light_summary(entry: RunEntry, now: float | None) -> RunSummary:
         worst_severity=entry.worst_severity,
         problem=problem,
         source=FORMAT_LABELS.get(entry.location.format, entry.location.format),
+        past_count=entry.past_count,
         declared_status=source.info.get("status"),
     )
     summary.status = _light_status(summary, now)

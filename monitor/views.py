@@ -198,23 +198,43 @@ def active_alerts(alerts: Iterable[Any]) -> list[Any]:
 
 
 def health(alerts: Iterable[Any], engine_ready: bool = True) -> Health:
-    """The banner: critical/warning when such alerts are active, else healthy.
+    """The banner, for the whole run: active alerts first, then what fired and cleared.
 
-    Info alerts alone leave the run healthy (they are worth reading, not acting on).
+    "Healthy" only when nothing ever fired. Info alerts alone leave a run healthy-looking
+    (level "past"/"healthy") but are still listed: they are worth reading, not acting on.
     """
+    alerts = list(alerts)
     active = active_alerts(alerts)
     worst = max((SEVERITY_RANK.get(a.severity, 0) for a in active), default=0)
-    details = [f"{a.rule} (step {a.step}): {a.message}" for a in active]
+    details = [f"Active: {a.rule} since step {a.step} — {a.message}" for a in active]
+    details += history_lines(alerts)
     if worst >= SEVERITY_RANK["critical"]:
         return Health("critical", f"Critical: {_rule_list(active)}", details)
     if worst >= SEVERITY_RANK["warning"]:
         return Health("warning", f"Warning: {_rule_list(active)}", details)
     if not engine_ready:
         return Health("healthy", "No alert engine available: alerts are not checked", [])
-    headline = "Healthy: no active alerts"
     if active:
-        headline = f"Healthy (notes: {_rule_list(active)})"
-    return Health("healthy", headline, details)
+        return Health("past", f"No warnings active (notes: {_rule_list(active)})", details)
+    if details:
+        return Health("past", "No active alerts — but alerts fired earlier in this run", details)
+    return Health("healthy", "Healthy: no alert has fired in this run", [])
+
+
+def history_lines(alerts: Iterable[Any]) -> list[str]:
+    """Cleared alerts in words, one line per rule: "4 × kl_spike at steps 412, 977, 1603,
+    2290 — cleared"."""
+    by_rule: dict[str, list[Any]] = {}
+    for a in alerts:
+        if a.end_step is not None:
+            by_rule.setdefault(a.rule, []).append(a)
+    lines = []
+    for rule, episodes in sorted(by_rule.items(), key=lambda kv: min(a.step for a in kv[1])):
+        steps = sorted(int(a.step) for a in episodes)
+        shown = ", ".join(str(s) for s in steps[:8]) + (" …" if len(steps) > 8 else "")
+        where = f"at step {shown}" if len(steps) == 1 else f"at steps {shown}"
+        lines.append(f"{len(steps)} × {rule} {where} — cleared")
+    return lines
 
 
 def _rule_list(alerts: Sequence[Any]) -> str:
@@ -287,7 +307,7 @@ def sidebar_key(summaries: Iterable[Any]) -> tuple[Any, ...]:
     """What must redraw the sidebar when it changes: status and alerts of every run (not
     the last step or the age, which change all the time and are refreshed with the page)."""
     return tuple(
-        (s.run_id, s.status, s.alert_count, s.worst_severity)
+        (s.run_id, s.status, s.alert_count, getattr(s, "past_count", None), s.worst_severity)
         for s in sorted(summaries, key=lambda s: s.run_id)
     )
 
@@ -344,7 +364,10 @@ def run_details(summary: Any, now: float | None = None) -> str:
     age = None if summary.last_write is None else now - summary.last_write
     parts.append(f"{format_age(age)} ago" if age is not None else "never written")
     if summary.alert_count:
-        parts.append(f"{summary.alert_count} {summary.worst_severity or 'info'}")
+        parts.append(f"{summary.alert_count} active {summary.worst_severity or 'info'}")
+    past = getattr(summary, "past_count", None)
+    if past:
+        parts.append(f"{past} cleared")
     if summary.problem:
         parts.append("unreadable" if summary.rows is None else "problems")
     return " · ".join(parts)

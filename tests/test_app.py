@@ -291,7 +291,7 @@ def test_sidebar_counts_the_open_runs_alerts_on_first_load(root: Path, make_run:
     add_nan(run_dir, 200)
     at = open_app(run="runs/diverged")
     caption = unescape(at.sidebar.radio[0].proto.captions[0])
-    assert "1 critical" in caption
+    assert "1 active critical" in caption
 
 
 def test_a_failing_chart_gives_a_message_not_a_traceback(

@@ -93,7 +93,8 @@ def test_filter_runs_matches_all_words_in_id_or_name() -> None:
 
 def test_health_levels() -> None:
     assert views.health([]).level == "healthy"
-    assert views.health([A("kl_low", "info")]).level == "healthy"
+    notes = views.health([A("kl_low", "info")])
+    assert notes.level == "past" and "Healthy" not in notes.headline  # something fired
     warning = views.health([A("kl_high", "warning"), A("kl_spike", "critical", end_step=5)])
     assert warning.level == "warning" and "kl_high" in warning.headline
     assert "kl_spike" not in warning.headline  # cleared alerts do not count
@@ -101,6 +102,20 @@ def test_health_levels() -> None:
     assert critical.level == "critical"
     assert critical.headline.index("kl_nonfinite") < critical.headline.index("kl_high")
     assert "No alert engine" in views.health([], engine_ready=False).headline
+
+
+def test_health_tells_the_whole_history_in_words() -> None:
+    spikes = [A("kl_spike", "warning", s, end_step=s + 10) for s in (412, 977, 1603, 2290)]
+    verdict = views.health([*spikes, A("kl_low", "info", 3, end_step=160)])
+    assert verdict.level == "past" and "Healthy" not in verdict.headline
+    assert verdict.details == [
+        "1 × kl_low at step 3 — cleared",
+        "4 × kl_spike at steps 412, 977, 1603, 2290 — cleared",
+    ]
+    active = views.health([A("kl_high", "warning", 700), *spikes])
+    assert active.level == "warning"
+    assert active.details[0].startswith("Active: kl_high since step 700")
+    assert active.details[1].startswith("4 × kl_spike")
 
 
 def test_alerts_frame_sorts_active_and_severe_first() -> None:
@@ -147,10 +162,14 @@ def test_run_details_and_caption() -> None:
         alert_count: int | None = 2
         worst_severity: str | None = "critical"
         problem: str | None = None
+        source: str = "TensorBoard"
+        past_count: int | None = 3
 
-    assert views.run_details(S(), now=110.0) == "stalled · step 12,345 · 10 s ago · 2 critical"
+    details = views.run_details(S(), now=110.0)
+    assert details == "stalled · step 12,345 · 10 s ago · 2 active critical · 3 cleared"
     caption = views.run_caption(S(), now=110.0)
-    assert caption.startswith(":orange[●]") and caption.endswith(":red[▲]")
+    assert caption.startswith(":orange[●] :orange-badge[TensorBoard]")
+    assert caption.endswith(":red[▲]")
     assert views.run_title(S()) == "runs/a_b"
     assert views.run_title(S(name="pretty")) == "runs/a_b (pretty)"
 
