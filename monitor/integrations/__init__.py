@@ -1,0 +1,1 @@
+"""Trainer integrations that write klwatch run directories (see monitor.integrations.hf)."""
