@@ -197,10 +197,9 @@ def sidebar(store: RunStore, summaries: dict[str, Any], config: views.AppConfig)
 
 def engine_alerts(entry: Any) -> tuple[list[Any], bool]:
     """(all alerts, stall included; whether an alert engine is running)."""
-    engine, run = entry.engine, entry.run
-    if engine is None or run is None:
+    if entry.monitored is None:
         return [], False
-    return engine.alerts_now(run), True
+    return entry.monitored.alerts(), True
 
 
 def health_banner(alerts: list[Any], engine_ready: bool) -> None:
@@ -238,7 +237,7 @@ def run_page(store: RunStore, run_id: str) -> None:
             + (f" · last step {run.last_step:,}" if run.last_step is not None else "")
         )
     )
-    for line in views.source_lines(run, getattr(entry.engine, "th", None)):
+    for line in views.source_lines(run, entry.monitored.thresholds):
         st.caption(views.escape_markdown(line))
     if run.read_error:
         st.error("Cannot read this run: " + views.escape_markdown(run.read_error))
@@ -266,7 +265,7 @@ def run_charts(run: Any, entry: Any, alerts: list[Any]) -> None:
         alerts,
         options,
         extra=st.session_state["series"],
-        thresholds=getattr(entry.engine, "th", None),
+        thresholds=entry.monitored.thresholds,
     )
     st.plotly_chart(figures["kl"], key="chart_kl", config=PLOTLY_CONFIG)
     left, right = st.columns(2)
@@ -368,7 +367,7 @@ def compare_table(loaded: list[tuple[str, Any]]) -> Any:
         rows.append(
             {
                 "run": rid,
-                "status": entry.run.status(),
+                "status": entry.status(),
                 "last step": entry.run.last_step,
                 "active alerts": len(active),
                 "worst": active[0].severity if active else "",
@@ -386,7 +385,7 @@ def render_keys(store: RunStore, run_ids: list[str]) -> dict[str, Any]:
     for rid in run_ids:
         entry = store.entry(rid)
         if entry is not None and entry.run is not None:
-            keys[rid] = views.render_key(entry, entry.run.status())
+            keys[rid] = views.render_key(entry, entry.status())
     return keys
 
 
@@ -425,7 +424,7 @@ def live_caption(store: RunStore, run_ids: list[str], paused: bool) -> str:
     for rid in run_ids:
         entry = store.entry(rid)
         if entry is not None and entry.run is not None:
-            statuses.append(entry.run.status())
+            statuses.append(entry.status())
             age = entry.run.seconds_since_write()
             if age is not None:
                 ages.append(age)

@@ -3,7 +3,8 @@
 Importable without torch or streamlit (a dashboard server needs neither to read runs).
 """
 
-from monitor.alerts import Alert, AlertEngine, check_run
+from monitor.alerts import Alert, AlertEngine
+from monitor.monitored import MonitoredRun, check_run
 from monitor.parse import Problem
 from monitor.rules import AlertConfig, RulesError
 from monitor.run import Run, load_run, open_run
@@ -15,6 +16,7 @@ __all__ = [
     "Alert",
     "AlertConfig",
     "AlertEngine",
+    "MonitoredRun",
     "Problem",
     "RulesError",
     "Run",

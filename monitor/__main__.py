@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from monitor.alerts import SEVERITY_RANK, Alert, AlertEngine
+from monitor.alerts import SEVERITY_RANK, Alert
+from monitor.monitored import MonitoredRun
 from monitor.presets import Preset, PresetError, preset_from_spec
 from monitor.rules import AlertConfig, RulesError, load_rules_file
-from monitor.run import Run, load_run, open_run
+from monitor.run import Run
 from monitor.sources import RunLocation, locate_path
 
 EXIT_OK, EXIT_ALERT, EXIT_USAGE = 0, 1, 2
@@ -99,16 +100,14 @@ def check_paths(
 ) -> list[RunReport]:
     reports = []
     for location in _progress(run_locations(paths), stderr):
+        monitored = MonitoredRun.open(location, config, preset)
         try:
-            run = load_run(location, preset=preset)
+            monitored.refresh()
         except OSError as e:
             raise InputError(f"{location}: cannot read the run ({e.strerror or e})") from e
-        engine = AlertEngine(config)
-        try:
-            engine.update(run)
-        except RulesError as e:
-            raise InputError(str(e)) from e
-        reports.append(RunReport(run, engine.alerts_now(run, now)))
+        if monitored.alert_error:
+            raise InputError(monitored.alert_error)
+        reports.append(RunReport(monitored.run, monitored.alerts(now)))
     return reports
 
 
@@ -184,22 +183,22 @@ class Watcher:
         self.paths = list(paths)
         self.config = config
         self.preset = preset
-        self.runs: dict[RunLocation, tuple[Run, AlertEngine]] = {}
+        self.runs: dict[RunLocation, MonitoredRun] = {}
         self._stalls_seen: set[tuple[Path, int]] = set()
 
     def poll(self, now: float | None = None) -> list[tuple[Run, Alert]]:
         for location in run_locations(self.paths):
             if location not in self.runs:
-                run = open_run(location, preset=self.preset)
-                self.runs[location] = (run, AlertEngine(self.config))
+                self.runs[location] = MonitoredRun.open(location, self.config, self.preset)
         fresh: list[tuple[Run, Alert]] = []
-        for run, engine in self.runs.values():
+        for monitored in self.runs.values():
+            run = monitored.run
             try:
-                run.refresh()
+                new_alerts = monitored.refresh()
             except OSError:
                 continue  # gone or unreadable for now; the next poll tries again
-            fresh.extend((run, a) for a in engine.update(run))
-            stall = engine.check_stall(run, now)
+            fresh.extend((run, a) for a in new_alerts)
+            stall = monitored.engine.check_stall(run, now)
             if stall is not None and (run.path, stall.step) not in self._stalls_seen:
                 self._stalls_seen.add((run.path, stall.step))
                 fresh.append((run, stall))

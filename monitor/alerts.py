@@ -186,9 +186,10 @@ class AlertEngine:
         now = time.time() if now is None else now
         idle = run.seconds_since_write(now)
         interval = run.typical_step_interval()
-        limit = max(cfg.min_seconds, cfg.factor * interval) if interval else cfg.min_seconds
-        declared = run.info.get("status", "running" if run.info else None)
-        stalled = cfg.enabled and declared == "running" and idle is not None and idle > limit
+        # The run's status is decided in one place (monitor.run.run_status), with this rule's
+        # factor, so the sidebar says "stalled" exactly when this alert is active.
+        status = run.status(now, stall_factor=cfg.factor, stall_min_s=cfg.min_seconds)
+        stalled = cfg.enabled and status == "stalled" and idle is not None
         if stalled and self._stall is None:
             usual = f"{interval:.3g} s" if interval else "unknown"
             self._stall = Alert(
@@ -717,13 +718,6 @@ def _reward_hacking(cfg: AlertConfig, th: Thresholds) -> _BlockRule | None:
 def _alert_order(alert: Alert) -> tuple[int, int]:
     """By first step, then rule: the same order however the rows were batched."""
     return alert.step, RULE_IDS.index(alert.rule)
-
-
-def check_run(run: Run, config: AlertConfig | None = None, now: float | None = None) -> list[Alert]:
-    """Every alert of a loaded run, stall included: the one-shot path of `check`."""
-    engine = AlertEngine(config)
-    engine.update(run)
-    return engine.alerts_now(run, now)
 
 
 def worst_severity(alerts: list[Alert]) -> str | None:

@@ -226,18 +226,28 @@ class Run:
             return None
         return max(0.0, (now if now is not None else time.time()) - self.last_write_time)
 
-    def stall_threshold_s(self) -> float:
+    def stall_threshold_s(
+        self, factor: float = STALL_FACTOR, min_s: float = STALL_MIN_SECONDS
+    ) -> float:
+        """Silence after which a running run counts as stalled: max(min_s, factor × its usual
+        step interval). The alert rule run_stalled passes its own factor and minimum."""
         interval = self.typical_step_interval()
         if interval is None or not math.isfinite(interval):
-            return STALL_MIN_SECONDS
-        return max(STALL_MIN_SECONDS, STALL_FACTOR * interval)
+            return min_s
+        return max(min_s, factor * interval)
 
-    def status(self, now: float | None = None) -> str:
+    def status(
+        self,
+        now: float | None = None,
+        *,
+        stall_factor: float = STALL_FACTOR,
+        stall_min_s: float = STALL_MIN_SECONDS,
+    ) -> str:
         """running / finished / failed / stalled / unknown: see `run_status`."""
         return run_status(
             self.info.get("status"),
             self.seconds_since_write(now),
-            self.stall_threshold_s(),
+            self.stall_threshold_s(stall_factor, stall_min_s),
         )
 
     def samples(self, limit: int = 20) -> list[dict[str, Any]]:

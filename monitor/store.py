@@ -25,6 +25,7 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from monitor.alerts import AlertEngine, worst_severity
+from monitor.monitored import MonitoredRun
 from monitor.presets import Preset
 from monitor.run import STALL_MIN_SECONDS, Run, run_status
 from monitor.sources import (
@@ -71,8 +72,7 @@ class RunEntry:
     run_id: str
     root: Path
     location: RunLocation
-    run: Run | None = None
-    engine: AlertEngine | None = None  # created with the first read
+    monitored: MonitoredRun | None = None  # the run and its alert engine, once read
     dirty: bool = True
     last_refresh: float = 0.0
     last_access: float = 0.0
@@ -80,7 +80,6 @@ class RunEntry:
     alert_count: int | None = None
     past_count: int | None = None  # alerts that fired and cleared
     worst_severity: str | None = None
-    alert_error: str | None = None  # why alerts cannot be computed (bad thresholds)
     light: RunSummary | None = None  # summary of an unloaded run, until it is dirty again
     light_time: float = 0.0
     light_stamp: tuple[Any, ...] = ()
@@ -93,6 +92,22 @@ class RunEntry:
     @property
     def path(self) -> Path:
         return self.location.path
+
+    @property
+    def run(self) -> Run | None:
+        return self.monitored.run if self.monitored is not None else None
+
+    @property
+    def engine(self) -> AlertEngine | None:
+        return self.monitored.engine if self.monitored is not None else None
+
+    @property
+    def alert_error(self) -> str | None:
+        return self.monitored.alert_error if self.monitored is not None else None
+
+    def status(self, now: float | None = None) -> str | None:
+        """The run's status as its alert engine sees it (None until the run is read)."""
+        return self.monitored.status(now) if self.monitored is not None else None
 
 
 def _is_run_file(name: str) -> bool:
@@ -347,28 +362,24 @@ class RunStore:
                 return False
             entry.dirty = False
             entry.last_refresh = now
-            # A new Run is published only once read and checked: other threads (the sidebar)
+            # A new run is published only once read and checked: other threads (the sidebar)
             # never see a half-loaded run.
-            run = entry.run or Run(entry.location, preset=self.preset)
+            monitored = entry.monitored or MonitoredRun.open(
+                entry.location, self.alert_config, self.preset
+            )
+            run = monitored.run
             with contextlib.suppress(OSError):  # run.read_error says why; rows read stay
                 run.refresh()
-            if entry.engine is None:
-                # It reads run.info itself when the first rows arrive.
-                entry.engine = AlertEngine(self.alert_config)
-            try:
-                entry.engine.update(run)
-                entry.alert_error = None
-            except ValueError as e:  # RulesError: a bad `alerts` section in run.json
-                entry.alert_error = str(e)
-            self._tally_alerts(entry, run)
-            entry.run = run
+            monitored.update()
+            self._tally_alerts(entry, monitored)
+            entry.monitored = monitored
             version = (run.generation, run.n_rows, run.skipped, id(run.info), run.read_error)
             changed = version != entry.version
             entry.version = version
             return changed
 
-    def _tally_alerts(self, entry: RunEntry, run: Run) -> None:
-        alerts = entry.engine.alerts_now(run)
+    def _tally_alerts(self, entry: RunEntry, monitored: MonitoredRun) -> None:
+        alerts = monitored.alerts()
         active = [a for a in alerts if a.end_step is None]
         entry.alert_count = len(active)
         entry.past_count = len(alerts) - len(active)
@@ -404,7 +415,7 @@ class RunStore:
             if now - entry.last_access < KEEP_WARM_S:
                 continue
             with entry.lock:
-                entry.run, entry.engine, entry.dirty, entry.version = None, None, True, ()
+                entry.monitored, entry.dirty, entry.version = None, True, ()
 
     # -- summaries --------------------------------------------------------------------------
 
@@ -422,7 +433,7 @@ class RunStore:
         return RunSummary(
             run_id=run_id,
             name=run.name,
-            status=run.status(now),
+            status=entry.status(now) or "unknown",
             last_step=run.last_step,
             last_write=run.last_write_time,
             rows=run.n_rows,

@@ -318,7 +318,7 @@ def any_running(store: Any, run_ids: Sequence[str]) -> bool:
         entry = store.entry(rid)
         if entry is None or entry.run is None:
             return True
-        if entry.run.status() in ("running", "stalled"):
+        if entry.status() in ("running", "stalled"):
             return True
     return not run_ids
 

@@ -1,0 +1,73 @@
+"""A run with its alert engine: the one pairing that the store, `check`, `watch` and the page
+share, so a run's alerts and its status are decided the same way everywhere."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from monitor.alerts import Alert, AlertEngine, Thresholds
+from monitor.presets import Preset
+from monitor.rules import AlertConfig, RulesError
+from monitor.run import Run
+from monitor.sources import RunLocation
+
+
+@dataclass
+class MonitoredRun:
+    """`refresh()` reads what was added and feeds it to the engine; `alerts()` and `status()`
+    answer with the same stall settings (rules' run_stalled), so the sidebar's "stalled" and
+    the run_stalled alert can never disagree."""
+
+    run: Run
+    engine: AlertEngine = field(default_factory=AlertEngine)
+    alert_error: str | None = None  # why alerts cannot be computed (bad thresholds in run.json)
+
+    @classmethod
+    def open(
+        cls,
+        where: RunLocation | str | os.PathLike[str],
+        config: AlertConfig | None = None,
+        preset: Preset | str | None = None,
+    ) -> MonitoredRun:
+        return cls(Run(where, preset=preset), AlertEngine(config))
+
+    def refresh(self) -> list[Alert]:
+        """Read new records and return the alerts they raised. Raises OSError as
+        `Run.refresh` does (the rows read before stay)."""
+        self.run.refresh()
+        return self.update()
+
+    def update(self) -> list[Alert]:
+        """Feed rows read since the last call to the engine (after an outside refresh)."""
+        try:
+            fresh = self.engine.update(self.run)
+        except RulesError as e:  # a bad `alerts` section in run.json
+            self.alert_error = str(e)
+            return []
+        self.alert_error = None
+        return fresh
+
+    def alerts(self, now: float | None = None) -> list[Alert]:
+        """Every alert episode so far, run_stalled brought up to date with the clock."""
+        return self.engine.alerts_now(self.run, now)
+
+    def status(self, now: float | None = None) -> str:
+        cfg = self.engine.config.run_stalled
+        now = time.time() if now is None else now
+        return self.run.status(now, stall_factor=cfg.factor, stall_min_s=cfg.min_seconds)
+
+    @property
+    def thresholds(self) -> Thresholds | None:
+        """What the KL is judged against (None before the first rows arrive)."""
+        return getattr(self.engine, "th", None)
+
+
+def check_run(run: Run, config: AlertConfig | None = None, now: float | None = None) -> list[Alert]:
+    """Every alert of a loaded run, stall included: the one-shot path of `check`."""
+    monitored = MonitoredRun(run, AlertEngine(config))
+    monitored.update()
+    if monitored.alert_error:
+        raise RulesError(monitored.alert_error)
+    return monitored.alerts(now)
