@@ -3,6 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8501
+VERL   := verl==0.9.1
 
 .PHONY: run test lint bench chromium clean demo
 
@@ -10,6 +11,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -qq -r requirements-dev.txt
+	@# verl's own file logger writes the verl test files; its package deps (ray, a
+	@# transformers pin) are not needed for that one module, hence --no-deps.
+	$(PY) -m pip install -qq --no-deps $(VERL)
 	touch $@
 
 # The dashboard on the embedded sample runs, plus a live demo training run into runs/.

@@ -31,28 +31,41 @@ the read is discarded if the file changed meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sqlite3
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
+import pyarrow as pa
+import pyarrow.json as pa_json
 
-from monitor.parse import Problem
+from monitor.parse import ParsedBlock, Problem, _numeric_column
 from monitor.sources.base import MAX_PROBLEMS_PER_READ, RunLocation, Source, SourceRead
 from monitor.sources.klwatch import _is_file
-from monitor.sources.rows import RowMerger, as_number, as_step
+from monitor.sources.rows import RowMerger, as_step, merge_equal_steps, numbers
 
 FORMAT = "trackio"
 DB_SUFFIX = ".db"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 0.2  # a locked database must not hang a page: retry on the next refresh
 BATCH_ROWS = 50_000  # rows per query: bounds memory, and the time a shared lock is held
+FAST_MIN_ROWS = 1000  # below this (a live refresh), row by row is faster
+# trackio's serialize_values writes non-finite floats as these strings. As values they
+# follow a colon (orjson writes no spaces); a key "NaN" does not, and quotes inside a
+# string are escaped. The bare tokens they become are floats to pyarrow's JSON reader.
+_SPECIAL_FLOATS = (
+    (b':"NaN"', b":NaN"),
+    (b':"Infinity"', b":Infinity"),
+    (b':"-Infinity"', b":-Infinity"),
+)
 GLOBAL_STEP_KEY = "train/global_step"  # transformers' TrackioCallback
 TIME_COLUMN = "time"
 _METRICS_COLUMNS = frozenset({"id", "timestamp", "run_name", "step", "metrics"})
@@ -192,11 +205,13 @@ def _has_sqlite_magic(path: Path) -> bool:
 
 
 def _wal_stamp(path: Path) -> tuple[int, int] | None:
+    """The WAL's (mtime, size); None if there is none or it is empty: a read-only reader
+    creates an empty -wal where there was none, which is no change to the data."""
     try:
         st = os.stat(f"{path}-wal")
     except OSError:
         return None
-    return (st.st_mtime_ns, st.st_size)
+    return (st.st_mtime_ns, st.st_size) if st.st_size else None
 
 
 # -- opening -----------------------------------------------------------------------------------
@@ -209,8 +224,11 @@ def _connect(path: Path) -> tuple[sqlite3.Connection, bool]:
     """
     os.stat(path)  # a missing database is FileNotFoundError naming it, not "unable to open"
     uri = path.absolute().as_uri()
-    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S,
-                           check_same_thread=False)  # fmt: skip
+    # check_same_thread=False: a Run is refreshed from the store's reader threads (under
+    # the Run's lock, so never two at once).
+    conn = sqlite3.connect(
+        f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False
+    )
     try:
         conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # opens the file
         return conn, False
@@ -220,10 +238,26 @@ def _connect(path: Path) -> tuple[sqlite3.Connection, bool]:
         # a -wal file no writer is live, so reading the file as it stands is safe enough,
         # and the caller checks that the file did not change while it read.
         if _code(e) == _SQLITE_READONLY_DIRECTORY and not os.path.exists(f"{path}-wal"):
-            conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True,
-                                   check_same_thread=False)  # fmt: skip
+            conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, check_same_thread=False)
             return conn, True
         raise _os_error(e, path) from e
+
+
+def _is_being_created(path: Path, error: sqlite3.Error) -> bool:
+    """True if the database has no tables at all yet: trackio creates the file, then its
+    tables, so a reader can come in between. (Tables, but not trackio's, is an error.)"""
+    if "no such table" not in str(error):
+        return False
+    try:
+        conn, _ = _connect(path)
+    except OSError:
+        return False
+    try:
+        return conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
 
 
 def _code(error: sqlite3.Error) -> int | None:
@@ -237,6 +271,11 @@ def _os_error(error: sqlite3.Error, path: Path) -> OSError:
         return DatabaseBusy(path)
     if code is not None and code & 0xFF in _CORRUPT_CODES:
         return OSError(errno.EIO, f"not a readable SQLite database ({error})", str(path))
+    if code == _SQLITE_READONLY_DIRECTORY:
+        why = "a WAL database being written, in a directory this reader cannot write to"
+        return OSError(errno.EACCES, f"cannot read {why} (SQLite needs its -shm file)", str(path))
+    if "no such table" in str(error):
+        return OSError(errno.EINVAL, f"not a trackio database ({error})", str(path))
     return OSError(errno.EIO, f"cannot read the trackio database ({error})", str(path))
 
 
@@ -257,6 +296,7 @@ class TrackioSource(Source):
         self._merger = RowMerger()
         self._uses_global_step = False  # once a row had it, rows without it share its step
         self._info_stamp: tuple[Any, ...] | None = None
+        self._time_cache: tuple[object, float | None] = (None, None)
 
     # The connection is kept between reads (a page cache, no schema re-parse), and dropped
     # when the file is replaced or a read fails.
@@ -284,10 +324,8 @@ class TrackioSource(Source):
 
     def read(self) -> SourceRead:
         out = SourceRead()
-        before = self._stat_or_none() if self._immutable else None
         conn = self._connection(out)
-        if self._immutable:
-            before = before or self._stat_or_none()
+        before = self._stat_or_none() if self._immutable else None
         saved = (self._last_id, self._merger.last, self._uses_global_step)
         try:
             top = conn.execute("SELECT max(id) FROM metrics").fetchone()[0] or 0
@@ -297,9 +335,11 @@ class TrackioSource(Source):
             while self._last_id < top:
                 rows = conn.execute(_NEW_ROWS, (self._last_id, top, self.run_name, BATCH_ROWS))
                 batch = rows.fetchall()
-                for row_id, timestamp, step, blob in batch:
-                    self._add_row(row_id, timestamp, step, blob, out)
-                block = self._merger.take()
+                block = self._parse_batch(batch) if len(batch) >= FAST_MIN_ROWS else None
+                if block is None:
+                    for row_id, timestamp, step, blob in batch:
+                        self._add_row(row_id, timestamp, step, blob, out)
+                    block = self._merger.take()
                 if block is not None:
                     out.blocks.append(block)
                 self._last_id = batch[-1][0] if len(batch) == BATCH_ROWS else top
@@ -307,6 +347,8 @@ class TrackioSource(Source):
             self._close()
             self._last_id, self._merger.last, self._uses_global_step = saved
             self._merger.take()  # drop the half-read batch: it is read again next time
+            if _is_being_created(self.path, e):
+                return SourceRead()
             raise _os_error(e, self.path) from e
         if self._immutable:
             self._close()  # an unlocked snapshot is never reused
@@ -314,6 +356,65 @@ class TrackioSource(Source):
                 self._last_id, self._merger.last, self._uses_global_step = saved
                 raise DatabaseBusy(self.path, "database changed while read unlocked: will retry")
         return out
+
+    def _parse_batch(self, batch: list[tuple[Any, ...]]) -> ParsedBlock | None:
+        """A batch of rows by one pyarrow parse of their metrics (2-3x faster than row by
+        row on a cold load, measured on 50k-row batches), or None where only the row-by-row
+        path can tell: a bad row, a value that is a number in one row and an object in
+        another, rows with and without the Trainer's step mixed."""
+        _, stamps, stored, blobs = zip(*batch, strict=True)
+        if not all(type(blob) is bytes for blob in blobs):
+            return None
+        data = b"\n".join(blobs) + b"\n"
+        for text, token in _SPECIAL_FLOATS:  # serialize_values' strings → JSON tokens
+            data = data.replace(text, token)
+        if data.count(b"\n") != len(batch):
+            return None
+        try:
+            table = pa_json.read_json(
+                pa.BufferReader(data),
+                read_options=pa_json.ReadOptions(block_size=1 << 20),
+                parse_options=pa_json.ParseOptions(unexpected_field_behavior="infer"),
+            )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            return None
+        if table.num_rows != len(batch):
+            return None
+        columns: dict[str, np.ndarray] = {}
+        for name in table.column_names:
+            values = _numeric_column(table.column(name))
+            if values is not None:
+                columns[name] = values
+        global_step = columns.get(GLOBAL_STEP_KEY)
+        if global_step is not None:
+            if not np.all((global_step >= 0) & (global_step == np.floor(global_step))):
+                return None  # NaN (a row without it) or not an integer: row by row
+            steps = global_step.astype(np.int64)
+        elif self._uses_global_step:
+            return None
+        else:
+            steps = np.asarray(stored)
+            if steps.dtype.kind not in "iu" or (steps.size and steps.min() < 0):
+                return None
+            steps = steps.astype(np.int64)
+        columns[TIME_COLUMN] = _unix_times(stamps)
+        carry = self._merger.last
+        if carry is not None and carry[0] == steps[0]:
+            # The first rows continue the last row already handed over: merge into it.
+            missing = np.full(steps.size, np.nan)
+            names = dict.fromkeys([*columns, *carry[1]])
+            columns = {
+                name: np.r_[carry[1].get(name, np.nan), columns.get(name, missing)]
+                for name in names
+            }
+            steps = np.r_[steps[:1], steps]
+        steps, columns = merge_equal_steps(steps, columns)
+        self._uses_global_step = self._uses_global_step or global_step is not None
+        self._merger.last = (
+            int(steps[-1]),
+            {name: float(v[-1]) for name, v in columns.items() if not np.isnan(v[-1])},
+        )
+        return ParsedBlock(steps, columns)
 
     def _add_row(
         self, row_id: int, timestamp: object, step: object, blob: object, out: SourceRead
@@ -337,12 +438,10 @@ class TrackioSource(Source):
         else:
             self._skip(out, row_id, f"step must be an integer >= 0, got {step!r}")
             return
-        values: dict[str, float] = {}
-        for name, value in metrics.items():
-            number = as_number(value)
-            if number is not None:
-                values[name] = number
-        when = _unix_time(timestamp)
+        values = numbers(metrics)
+        if timestamp != self._time_cache[0]:  # a flushed batch shares one timestamp
+            self._time_cache = (timestamp, _unix_time(timestamp))
+        when = self._time_cache[1]
         if when is not None:
             values[TIME_COLUMN] = when
         self._merger.add(use, values)
@@ -371,7 +470,7 @@ class TrackioSource(Source):
         info: dict[str, Any] = {"name": self.run_name, "config": {}}
         problem = None
         try:
-            conn, immutable = _connect(self.path)
+            conn, _ = _connect(self.path)
             try:
                 row = conn.execute(_CONFIG, (self.run_name,)).fetchone()
             finally:
@@ -396,23 +495,18 @@ class TrackioSource(Source):
     def last_write_time(self) -> float | None:
         times = []
         for p in (self.path, Path(f"{self.path}-wal")):
-            try:
+            with contextlib.suppress(OSError):
                 times.append(p.stat().st_mtime)
-            except OSError:
-                pass
         return max(times, default=None)
 
     def peek_last_step(self) -> int | None:
-        """The step of the run's newest row: one indexed probe, no JSON beyond one row."""
+        """The step of the run's newest row: an indexed probe, one row's JSON decoded."""
         try:
             conn, _ = _connect(self.path)
         except OSError:
             return None
         try:
-            row = conn.execute(
-                "SELECT step, metrics FROM metrics WHERE +run_name = ? ORDER BY id DESC LIMIT 1",
-                (self.run_name,),
-            ).fetchone()
+            row = _newest_row(conn, self.run_name)
         except sqlite3.Error:
             return None
         finally:
@@ -439,6 +533,43 @@ class TrackioSource(Source):
         return self.run_name or self.path.stem
 
 
+def _newest_row(conn: sqlite3.Connection, run_name: str) -> tuple[Any, Any] | None:
+    """(step, metrics) of the newest row of a run.
+
+    Through the run's newest run_id (configs, indexed by run_name) and the (run_id, step)
+    index; a database without those (older trackio, no config row) is scanned back from
+    its newest row instead.
+    """
+    run_id = None
+    if "run_id" in {row[1] for row in conn.execute("PRAGMA table_info(configs)")}:
+        found = conn.execute(
+            "SELECT run_id FROM configs WHERE run_name = ? ORDER BY id DESC LIMIT 1", (run_name,)
+        ).fetchone()
+        run_id = found[0] if found else None
+    if run_id is not None:
+        row = conn.execute(
+            "SELECT step, metrics FROM metrics WHERE run_id = ? ORDER BY step DESC LIMIT 1",
+            (run_id,),
+        ).fetchone()
+        if row is not None:
+            return row
+    return conn.execute(
+        "SELECT step, metrics FROM metrics WHERE +run_name = ? ORDER BY id DESC LIMIT 1",
+        (run_name,),
+    ).fetchone()
+
+
+def _unix_times(stamps: Sequence[object]) -> np.ndarray:
+    """`_unix_time` of many stamps: one Arrow cast (ISO 8601 with its offset), else one
+    Python parse per distinct stamp (trackio stamps each flushed batch once)."""
+    try:
+        micros = pa.array(stamps).cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+        return micros.to_numpy(zero_copy_only=False).astype(np.float64) / 1e6
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        when = {text: _unix_time(text) for text in set(stamps)}
+        return np.array([when[text] for text in stamps], dtype=np.float64)
+
+
 def _unix_time(text: object) -> float | None:
     """trackio's ISO 8601 timestamps ("2025-01-01T12:00:00.123456+00:00") as unix seconds."""
     if not isinstance(text, str):
@@ -448,11 +579,5 @@ def _unix_time(text: object) -> float | None:
     except ValueError:
         return None
     if when.tzinfo is None:  # trackio writes UTC; a naive stamp is taken as UTC too
-        return when.replace(tzinfo=_UTC).timestamp()
+        return when.replace(tzinfo=UTC).timestamp()
     return when.timestamp()
-
-
-_UTC = datetime.now().astimezone().tzinfo.__class__  # placeholder, replaced below
-from datetime import timezone as _tz  # noqa: E402
-
-_UTC = _tz.utc

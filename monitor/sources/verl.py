@@ -62,29 +62,43 @@ def is_verl_file(path: Path) -> bool:
 
     A file without a complete first line yet is not (yet) a run: FileLogger creates the
     file before the first step is logged, and nothing tells it apart from any other empty
-    .jsonl until then.
+    .jsonl until then. A known file costs one stat; a new one, one read of its first line.
     """
     try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            key = (str(path), st.st_dev, st.st_ino)
-            verdict = _verdicts.get(key)
-            if verdict is not None:
-                return verdict
-            head = f.read(HEAD_BYTES)
+        st = os.stat(path)
     except OSError:
         return False
-    newline = head.find(b"\n")
-    if newline < 0:
-        if len(head) < HEAD_BYTES:
-            return False  # undecided: ask again when the first line is complete
-        verdict = False
-    else:
-        verdict = _is_verl_record(head[:newline].removeprefix(UTF8_BOM))
+    key = (str(path), st.st_dev, st.st_ino)
+    verdict = _verdicts.get(key)
+    if verdict is not None:
+        return verdict
+    try:
+        first_line = _first_line(path)
+    except OSError:
+        return False
+    if first_line is None:
+        return False  # undecided: ask again when the first line is complete
+    verdict = _is_verl_record(first_line)
     if len(_verdicts) >= _MAX_VERDICTS:
         _verdicts.clear()
     _verdicts[key] = verdict
     return verdict
+
+
+def _first_line(path: Path) -> bytes | None:
+    """The first line (BOM stripped); None if it has no newline yet; b"" if it is longer
+    than HEAD_BYTES (no verl record is)."""
+    head = b""
+    with open(path, "rb") as f:
+        while len(head) < HEAD_BYTES:
+            chunk = f.read(min(64 << 10, HEAD_BYTES - len(head)))
+            if not chunk:
+                return None
+            newline = chunk.find(b"\n")
+            if newline >= 0:
+                return (head + chunk[:newline]).removeprefix(UTF8_BOM)
+            head += chunk
+    return b""
 
 
 def _is_verl_record(line: bytes) -> bool:
