@@ -33,7 +33,9 @@ Reading rules (each has a test in tests/test_source_tensorboard.py):
   consecutive events of that step:
   - a different step (larger or smaller) starts a new row; a smaller or equal step is a
     resume, which supersedes the stored rows from that step on (monitor.table);
-  - a tag repeated within the row starts a new row at the same step: a real resume;
+  - a tag repeated within the row with another value starts a new row at the same step: a
+    real resume. With the same value it is the same row (transformers logs `epoch` again
+    with the evaluation metrics and with the final summary of a step);
   - the newest row stays open (not emitted) while its step may still be being written. It
     is emitted when a later row starts, when its tags cover those of the row before it, or
     when the files have not grown for STALE_SECONDS (a finished run: at once). Emitting a
@@ -160,7 +162,10 @@ def _columns_message() -> type[Message]:
     )
     pool = descriptor_pool.DescriptorPool()  # private: nothing added to the default pool
     pool.Add(proto)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("klwatch_tb.EventColumns"))
+    descriptor = pool.FindMessageTypeByName("klwatch_tb.EventColumns")
+    if hasattr(message_factory, "GetMessageClass"):  # protobuf >= 4.21
+        return message_factory.GetMessageClass(descriptor)
+    return message_factory.MessageFactory(pool).GetPrototype(descriptor)  # older protobuf
 
 
 _EventColumns = _columns_message()
@@ -713,7 +718,10 @@ class TensorBoardSource(Source):
         n = steps.size
         if n == 0:
             return None
-        starts = row_starts(steps, tags)
+        starts, kept_mask = split_rows(steps, tags, values)
+        if kept_mask is not None:
+            steps, walls, tags, values = (a[kept_mask] for a in (steps, walls, tags, values))
+            n = steps.size
         rows = starts.size
         bounds = np.append(starts, n)
         emit = np.ones(rows, dtype=bool)
@@ -783,27 +791,51 @@ class TensorBoardSource(Source):
 # -- helpers --------------------------------------------------------------------------------
 
 
-def row_starts(steps: np.ndarray, tags: np.ndarray) -> np.ndarray:
-    """Index of each row's first scalar: a row is a run of one step with distinct tags."""
+def split_rows(
+    steps: np.ndarray, tags: np.ndarray, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rows of a scalar stream: (index of each row's first scalar, mask of the scalars kept,
+    None if all are). The indices count kept scalars only.
+
+    A row is a run of one step. Within it, a tag seen again with the same value is dropped
+    (transformers logs `epoch` with the training, the evaluation and the final metrics of
+    one step); with another value it starts a new row at the same step: a resume.
+    """
     n = steps.size
     change = np.empty(n, dtype=bool)
     change[0] = True
     np.not_equal(steps[1:], steps[:-1], out=change[1:])
+    run_starts = np.flatnonzero(change)
     run = np.cumsum(change) - 1
-    keys = np.sort(run * (int(tags.max()) + 1) + tags)
-    if not (keys[1:] == keys[:-1]).any():
-        return np.flatnonzero(change)
-    # A tag repeated within a run of one step: a resume at that step. Rare: one pass in Python.
-    found: list[int] = []
-    seen: set[int] = set()
-    previous = None
-    for i, (step, tag) in enumerate(zip(steps.tolist(), tags.tolist(), strict=True)):
-        if step != previous or tag in seen:
-            found.append(i)
-            seen.clear()
-            previous = step
-        seen.add(tag)
-    return np.asarray(found, dtype=np.int64)
+    keys = run * (int(tags.max()) + 1) + tags
+    ordered = np.sort(keys)
+    if not (ordered[1:] == ordered[:-1]).any():
+        return run_starts, None  # the usual case: no tag twice in a step
+    # Only the runs holding a repeated tag are walked in Python.
+    order = np.argsort(keys, kind="stable")
+    repeated = keys[order[1:]] == keys[order[:-1]]
+    bounds = np.append(run_starts, n)
+    extra: list[int] = []
+    dropped: list[int] = []
+    for r in np.unique(run[order[1:][repeated]]).tolist():
+        first, stop = int(bounds[r]), int(bounds[r + 1])
+        row: dict[int, float] = {}
+        for i, tag, number in zip(
+            range(first, stop), tags[first:stop].tolist(), values[first:stop].tolist(), strict=True
+        ):
+            if tag in row:
+                old = row[tag]
+                if old == number or (old != old and number != number):  # NaN == NaN here
+                    dropped.append(i)
+                    continue
+                extra.append(i)
+                row = {}
+            row[tag] = number
+    keep = np.ones(n, dtype=bool)
+    keep[dropped] = False
+    starts = np.union1d(run_starts, np.asarray(extra, dtype=np.int64))
+    starts -= np.searchsorted(np.asarray(dropped, dtype=np.int64), starts)  # kept indices
+    return starts, keep
 
 
 def _frame(
