@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,11 @@ import pytest
 import monitor
 from monitor.integrations import trainer_log
 from monitor.integrations.trainer_log import TrainerRunLog, completion_samples, trainer_facts
+from tools.tiny_trl import PROMPTS, Trained, build_tiny_model, train_grpo
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tiny model and tokenizer are built here
 
 REPO = Path(__file__).resolve().parent.parent
-WORDS = ["the", "cat", "dog", "sat", "ran", "on", "a", "mat", "log", "sun", "big", "red", "blue"]
-PROMPTS = ["the cat sat", "a dog ran", "the sun", "big red log"]
 BETA = 0.1
 MAX_STEPS = 4
 EVAL_STEPS = 2
@@ -40,91 +38,7 @@ EVAL_STEPS = 2
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer Llama and a word-level tokenizer saved to disk: TRL loads the reference
-    model from the same path as the policy."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    path = tmp_path_factory.mktemp("tiny_llama")
-    vocab = {w: i for i, w in enumerate(["<pad>", "<eos>", "<unk>", *WORDS])}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
-    )
-    config = LlamaConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=None,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-def reward_words(completions: list[str], **_: Any) -> list[float]:
-    """Longer is better: a reward that moves the policy away from its reference fast."""
-    return [float(len(c.split())) for c in completions]
-
-
-@dataclass
-class Trained:
-    output_dir: Path
-    klwatch_dir: Path
-    log_history: list[dict[str, Any]]
-
-    @property
-    def tensorboard_dir(self) -> Path:
-        (events_dir,) = (self.output_dir / "runs").iterdir()  # runs/<date>_<host>
-        return events_dir
-
-
-def train_grpo(model_dir: Path, output_dir: Path, *, beta: float, max_steps: int, **extra: Any):
-    from datasets import Dataset
-    from transformers import AutoTokenizer
-    from trl import GRPOConfig, GRPOTrainer
-
-    from monitor.integrations.hf import KLWatchCallback
-
-    dataset = Dataset.from_dict({"prompt": PROMPTS * 2})
-    args = GRPOConfig(
-        output_dir=str(output_dir),
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
-        beta=beta,
-        max_steps=max_steps,
-        logging_steps=1,
-        per_device_train_batch_size=4,
-        num_generations=2,
-        max_completion_length=8,
-        learning_rate=1e-2,  # large, so KL visibly grows in 4 steps
-        report_to=["tensorboard"],
-        save_strategy="no",
-        disable_tqdm=True,
-        seed=0,
-        **extra,
-    )
-    trainer = GRPOTrainer(
-        model=str(model_dir),
-        reward_funcs=reward_words,
-        args=args,
-        train_dataset=dataset,
-        eval_dataset=dataset.select(range(2)) if args.eval_strategy != "no" else None,
-        processing_class=AutoTokenizer.from_pretrained(model_dir),
-        callbacks=[KLWatchCallback(output_dir / "klwatch", name="tiny-grpo")],
-    )
-    trainer.train()
-    return Trained(output_dir, output_dir / "klwatch", trainer.state.log_history)
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_llama"))
 
 
 @pytest.fixture(scope="module")
