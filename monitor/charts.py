@@ -468,15 +468,18 @@ def consistent_columns(run: RunLike, names: Sequence[str]) -> dict[str, np.ndarr
 
 def kl_title(meaning: Any) -> str:
     """The KL chart's title says what the plotted number is, and what is not logged."""
+    title = "KL divergence from the reference"
     if meaning is None or not getattr(meaning, "preset", ""):
-        return "KL divergence from the reference"
+        return title
     if not meaning.kl_found:
-        return f"KL divergence: no KL series found ({meaning.trainer})"
+        return f"{title}: no KL series found ({meaning.trainer})"
     units = {"per_token": "mean per token", "per_sequence": "summed per sequence"}.get(
         meaning.units or "", "units unknown"
     )
     estimator = f", {meaning.estimator}" if meaning.estimator else ""
-    title = f"KL from the reference ({units}{estimator}; {meaning.mapping['kl_mean']})"
+    title += f" — {units}{estimator}"
+    if meaning.preset != "klwatch":
+        title += f" ({meaning.mapping['kl_mean']})"
     if not meaning.kl_max_logged:
         title += " · max KL not logged"
     return title
