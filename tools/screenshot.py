@@ -1,6 +1,7 @@
 """Retake docs/screenshot.png: the dashboard on the committed sample runs, in headless chromium.
 
 Usage: .venv/bin/python tools/screenshot.py [--run sample_runs/no-penalty-hacking] [--out PATH]
+       .venv/bin/python tools/screenshot.py --root runs/trl --run trl/<id> --out docs/x.png
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="sample_runs/no-penalty-hacking")
     parser.add_argument("--out", default=str(REPO / "docs" / "screenshot.png"))
+    parser.add_argument("--root", type=Path, default=REPO / "sample_runs", help="runs to serve")
     args = parser.parse_args()
-    with streamlit_server([REPO / "sample_runs"]) as (url, _), sync_playwright() as p:
+    with streamlit_server([args.root]) as (url, _), sync_playwright() as p:
         browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
         page.goto(f"{url}/?run={args.run}")
