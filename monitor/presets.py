@@ -319,6 +319,11 @@ def meaning_for(
     mapping = resolve_names(preset, names)
     kl = info.get("kl") if isinstance(info.get("kl"), Mapping) else {}
     units = kl.get("units") if kl.get("units") in KL_UNITS else preset.kl_units
+    notes = preset.notes
+    if units is None and preset.name == "klwatch":
+        # The contract's default: a run that does not say (no run.json) logs per-token KL.
+        units = "per_token"
+        notes = (*notes, "KL units not stated (no run.json kl.units): read as per token.")
     estimator = kl.get("estimator") if isinstance(kl.get("estimator"), str) else None
     beta = None
     if "beta" not in mapping:
@@ -334,7 +339,7 @@ def meaning_for(
         estimator=estimator or preset.kl_estimator,
         beta=beta,
         detected=detected,
-        notes=preset.notes,
+        notes=notes,
         kl_skipped_without_penalty=preset.kl_skipped_without_penalty,
     )
 

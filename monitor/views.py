@@ -412,7 +412,7 @@ def source_lines(run: Any, thresholds: Any = None) -> list[str]:
     if meaning.kl_found:
         estimator = f", estimator {meaning.estimator}" if meaning.estimator else ""
         lines.append(f"KL = {meaning.mapping['kl_mean']}: {meaning.unit_label}{estimator}.")
-    lines.extend(n for n in meaning.notes if meaning.preset != "klwatch")
+    lines.extend(meaning.notes)
     band_off = getattr(thresholds, "band_off", None)
     if band_off:
         lines.append(band_off[0].upper() + band_off[1:] + ".")

@@ -55,8 +55,10 @@ class KLWatchSource(Source):
         try:
             st = self.info_path.stat()
         except FileNotFoundError:
-            changed = self._info_stamp is not None or self.info_problem is None
-            self.info, self.info_problem, self._info_stamp = {}, f"{INFO_FILE} missing", None
+            # run.json is optional: a hand-written logger or another framework's callback
+            # writes metrics.jsonl only. Its absence is not a problem to report.
+            changed = self._info_stamp is not None or bool(self.info)
+            self.info, self.info_problem, self._info_stamp = {}, None, None
             return changed
         except OSError as e:
             self.info, self.info_problem = {}, f"{self.info_path}: {e.strerror}"
