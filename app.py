@@ -22,11 +22,13 @@ import streamlit as st
 
 from monitor import auth, charts, views
 from monitor.presets import preset_from_spec
+from monitor.render_cache import RenderCache
 from monitor.store import RunStore
 
 APP_DIR = Path(__file__).resolve().parent
 LIVE_INTERVAL_S = 0.5  # check twice a second: a new record on screen within ~1 s
 IDLE_INTERVAL_S = 5.0  # when none of the shown runs is running
+DATA_REDRAW_S = 2.0  # new rows alone redraw a page at most this often (alerts: at once)
 SAMPLES_SHOWN = 20
 PLOTLY_CONFIG = {
     "displaylogo": False,
@@ -52,6 +54,13 @@ def get_store(
         background_checks=True,
         preset=preset_from_spec(preset, "--preset") if preset else None,
     )
+
+
+@st.cache_resource(show_spinner=False)
+def get_figure_cache() -> RenderCache[dict[str, Any]]:
+    """One per server process: a run's figures are built once per version and view, for
+    every viewer (monitor/render_cache.py)."""
+    return RenderCache()
 
 
 def read_secrets() -> dict[str, Any]:
@@ -100,11 +109,11 @@ def load_url_state(store: RunStore, summaries: dict[str, Any]) -> None:
     if len(found) >= 2:
         st.session_state["compare"] = found
     if found:
-        st.session_state["run"] = found[0]
+        st.session_state["_chosen_run"] = found[0]
     elif not missing and summaries:
         # No run asked for: open the most recently written one (what you want at 3 a.m.).
         latest = max(summaries.values(), key=lambda s: s.last_write or 0.0)
-        st.session_state["run"] = latest.run_id
+        st.session_state["_chosen_run"] = latest.run_id
     st.session_state["series"] = view.series
     st.session_state["metric"] = view.metric
     st.session_state["log_y"] = view.log_y
@@ -130,7 +139,7 @@ def save_url_state(runs: list[str]) -> None:
 # run did not draw (the series picker on the compare page, the options on an empty run), so
 # each value is mirrored under a plain key and restored before the widgets are created:
 # going back to a run page finds its options, and the URL keeps them.
-KEPT_WIDGETS = ("run", "compare", "series", "metric", "log_y", "smoothing", "filter", "paused")
+KEPT_WIDGETS = ("compare", "series", "metric", "log_y", "smoothing", "filter", "paused")
 
 
 def keep_widget_state() -> None:
@@ -144,6 +153,19 @@ def keep_widget_state() -> None:
 
 def _clear_missing() -> None:
     st.session_state["missing_runs"] = []
+
+
+def _choose_run() -> None:
+    """The sidebar radio's on_change: the one place a user's click changes the open run.
+
+    The chosen run lives under its own key, not in the widget's value: during a slow rerun
+    the browser can report the radio as empty (a radio cannot be unselected by a user, so
+    an empty value is never a choice), and such a value must not lose the run or its URL.
+    """
+    value = st.session_state.get("run")
+    if isinstance(value, str) and value:
+        st.session_state["_chosen_run"] = value
+    _clear_missing()
 
 
 # -- sidebar -------------------------------------------------------------------------------
@@ -167,7 +189,7 @@ def sidebar(store: RunStore, summaries: dict[str, Any], config: views.AppConfig)
             f"Showing the {len(shown)} most recently written of {len(matching)} runs: "
             "type in the filter to find the others."
         )
-    current = st.session_state.get("run")
+    current = st.session_state.get("_chosen_run")
     if current in summaries and current not in shown:
         shown.append(current)  # keep the open run selectable while filtering
     now = time.time()
@@ -180,7 +202,7 @@ def sidebar(store: RunStore, summaries: dict[str, Any], config: views.AppConfig)
         # its option), so the live details (status, step, age, alerts) go in the captions.
         format_func=lambda rid: views.escape_markdown(views.run_title(summaries[rid])),
         captions=[views.run_caption(summaries[rid], now) for rid in shown],
-        on_change=_clear_missing,
+        on_change=_choose_run,
     )
     compare_options = list(dict.fromkeys([*shown, *st.session_state.get("compare", [])]))
     st.sidebar.multiselect(
@@ -260,12 +282,19 @@ def run_charts(run: Any, entry: Any, alerts: list[Any]) -> None:
     extras = charts.extra_series_names(run.series_names)
     # Keep URL-chosen series the run does not have out of the widget (it would reject them).
     st.session_state["series"] = [s for s in st.session_state.get("series", []) if s in extras]
-    figures = charts.run_figures(
-        run,
-        alerts,
+    extra = tuple(st.session_state["series"])
+    key = (
+        entry.run_id,
+        tuple(entry.version),
+        tuple((a.rule, a.step, a.end_step) for a in alerts),
         options,
-        extra=st.session_state["series"],
-        thresholds=entry.monitored.thresholds,
+        extra,
+    )
+    figures = get_figure_cache().get(
+        key,
+        lambda: charts.run_figures(
+            run, alerts, options, extra=list(extra), thresholds=entry.monitored.thresholds
+        ),
     )
     st.plotly_chart(figures["kl"], key="chart_kl", config=PLOTLY_CONFIG)
     left, right = st.columns(2)
@@ -404,14 +433,16 @@ def live_ticker(store: RunStore, run_ids: list[str]) -> None:
 
     @st.fragment(run_every=None if paused else interval)
     def ticker() -> None:
-        changed = any([store.refresh(rid) for rid in run_ids])
+        for rid in run_ids:
+            store.refresh(rid)  # cheap unless the watcher saw a write or a poll is due
         keys = render_keys(store, run_ids)
         # Other runs matter too: a run in the sidebar that starts failing or gets an alert.
-        sidebar = views.sidebar_key(store.summaries())
+        # Summaries are shared by every viewer and recomputed at most once a second.
+        sidebar = views.sidebar_key(store.summaries_cached())
+        since = time.monotonic() - st.session_state.get("_rendered_at", 0.0)
+        due = views.redraw_due(st.session_state.get("_rendered"), keys, since, DATA_REDRAW_S)
         if not st.session_state.get("_full_run") and (
-            changed
-            or keys != st.session_state.get("_rendered")
-            or sidebar != st.session_state.get("_sidebar")
+            due or sidebar != st.session_state.get("_sidebar")
         ):
             st.rerun()  # the whole page: charts, banner, tables and sidebar
         st.caption(live_caption(store, run_ids, paused))
@@ -438,7 +469,7 @@ def live_caption(store: RunStore, run_ids: list[str], paused: bool) -> str:
 def selected_runs(summaries: dict[str, Any]) -> list[str]:
     """The runs this view shows: a comparison (2+ picked), else the one open run."""
     compare = [r for r in st.session_state.get("compare", []) if r in summaries]
-    run_id = st.session_state.get("run")
+    run_id = st.session_state.get("_chosen_run")
     if len(compare) >= 2:
         return compare
     if run_id in summaries and not st.session_state.get("missing_runs"):
@@ -464,8 +495,10 @@ def page() -> None:
     keep_widget_state()
     # Runs that vanished since the last rerun would make the widgets reject their state.
     st.session_state["compare"] = [r for r in st.session_state.get("compare", []) if r in summaries]
-    if st.session_state.get("run") not in summaries:
-        st.session_state["run"] = None
+    if st.session_state.get("_chosen_run") not in summaries:
+        st.session_state["_chosen_run"] = None
+    # The radio always shows the chosen run, whatever value the browser last reported.
+    st.session_state["run"] = st.session_state["_chosen_run"]
     shown = selected_runs(summaries)
     for rid in shown:  # load before the sidebar, so its alert counts are current
         store.get(rid)
@@ -490,6 +523,7 @@ def page() -> None:
         show_error(", ".join(shown), e)
     save_url_state(shown if shown else list(st.session_state.get("missing_runs", [])))
     st.session_state["_rendered"] = render_keys(store, shown)
+    st.session_state["_rendered_at"] = time.monotonic()
     st.session_state["_sidebar"] = views.sidebar_key(summaries.values())
     with top_left:
         # Inside a full run the page is being drawn anyway: the ticker must not rerun it.
@@ -501,7 +535,11 @@ def page() -> None:
 
 
 def main() -> None:
-    st.set_page_config(page_title="klwatch", page_icon=":material/monitoring:", layout="wide")
+    # A local icon: a dashboard on an internal network makes no outside requests (a
+    # material icon as favicon would be fetched from a font host).
+    st.set_page_config(
+        page_title="klwatch", page_icon=str(APP_DIR / "assets" / "icon.png"), layout="wide"
+    )
     try:
         page()
     except Exception as e:

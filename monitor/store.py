@@ -45,6 +45,7 @@ DEFAULT_READ_TIMEOUT_S = 3.0  # past this a page shows what it has and says the 
 DEFAULT_MAX_ROWS = 20_000_000  # ~1.5 GB of float64 at 8 series: then cold runs are evicted
 KEEP_WARM_S = 60.0  # a run viewed this recently is never evicted
 BACKGROUND_CHECK_PAUSE_S = 2.0  # between passes over all runs
+SUMMARIES_MAX_AGE_S = 0.5  # the sidebar's live check shares one summary pass per this
 # inotify also reports opens and read-only closes, including the store's own reads.
 READ_ONLY_EVENTS = frozenset({"opened", "closed_no_write"})
 
@@ -185,6 +186,8 @@ class RunStore:
         self._scan_lock = threading.Lock()
         self._rescan_requested = True
         self._last_scan = 0.0
+        self._summaries_lock = threading.Lock()
+        self._summaries_cache: tuple[float, list[RunSummary]] | None = None
         self._observer: Any = None
         if watch:
             self._start_watching(poll)
@@ -485,6 +488,18 @@ class RunStore:
 
     def summaries(self, now: float | None = None) -> list[RunSummary]:
         return [s for rid in self.run_ids() if (s := self.summary(rid, now)) is not None]
+
+    def summaries_cached(self, max_age_s: float = SUMMARIES_MAX_AGE_S) -> list[RunSummary]:
+        """`summaries()`, computed at most once per `max_age_s` for all callers: every
+        viewer's live check asks whether any run in its sidebar changed, and with many
+        viewers and many runs that question must cost one answer, not one each."""
+        with self._summaries_lock:
+            cached = self._summaries_cache
+            if cached is not None and time.monotonic() - cached[0] < max_age_s:
+                return cached[1]
+            fresh = self.summaries()
+            self._summaries_cache = (time.monotonic(), fresh)
+            return fresh
 
 
 def _run_id(label: str, root: Path, location: RunLocation) -> str:

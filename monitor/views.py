@@ -425,8 +425,26 @@ def beta_missing(run: Any) -> str:
     return f"β is not logged by {trainer} and not found in its config: no β chart."
 
 
-def render_key(entry: Any, status: str) -> tuple[Any, ...]:
-    """What a viewer compares to know whether to redraw: the run's content version (new
-    rows, rewrites, run.json, read errors), its alert tally and its status (stalled comes
-    from the clock alone)."""
-    return (tuple(entry.version), entry.alert_count, entry.worst_severity, status)
+def render_key(entry: Any, status: str) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """What a viewer compares to know whether to redraw, in two parts: (the run's content
+    version — new rows, rewrites, run.json, read errors; what a person must see at once — its
+    alert tallies and its status, stalled coming from the clock alone)."""
+    urgent = (entry.alert_count, getattr(entry, "past_count", None), entry.worst_severity, status)
+    return (tuple(entry.version), urgent)
+
+
+def redraw_due(
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any],
+    seconds_since_redraw: float,
+    data_redraw_s: float,
+) -> bool:
+    """Redraw at once when an alert or a status changed (or runs came or went); when only
+    new rows arrived, at most every `data_redraw_s`: a run written at 10 Hz must not make
+    every viewer rebuild and re-send its page twice a second."""
+    if old is None or set(old) != set(new):
+        return True
+    if any(old[rid][1] != new[rid][1] for rid in new):
+        return True
+    data_changed = any(old[rid][0] != new[rid][0] for rid in new)
+    return data_changed and seconds_since_redraw >= data_redraw_s

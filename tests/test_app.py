@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -333,3 +334,48 @@ def test_a_thousand_runs_list_the_recent_ones_and_filter_finds_the_rest(root: Pa
     found = [unescape(o) for o in at.sidebar.radio[0].options]
     # the filter reaches a run outside the recent set; the open run stays selectable
     assert found == ["runs/run-0003", "runs/run-0149"]
+
+
+# -- many viewers -----------------------------------------------------------------------------
+
+
+def test_an_empty_or_stale_radio_value_never_loses_the_run(root: Path, make_run: Callable) -> None:
+    """The race seen with 8 live viewers: during a slow rerun the browser reported the sidebar
+    radio as empty, the page forgot its run and dropped ?run= (a reload lost it too)."""
+    make_run(root, "alpha")
+    make_run(root, "beta")
+    at = open_app(run="runs/alpha")
+    assert qp(at, "run") == ["runs/alpha"]
+    at.radio(key="run").set_value(None).run()  # what the browser reported mid-race
+    assert not at.exception
+    assert any("alpha" in unescape(h.value) for h in at.header)
+    assert qp(at, "run") == ["runs/alpha"]
+    assert at.radio(key="run").value == "runs/alpha"
+    at.radio(key="run").set_value("runs/beta").run()  # a real click still switches
+    assert qp(at, "run") == ["runs/beta"]
+    assert any("beta" in unescape(h.value) for h in at.header)
+
+
+def test_figures_are_built_once_for_every_viewer(
+    root: Path, make_run: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import monitor.charts
+
+    built: list[int] = []
+    real = monitor.charts.run_figures
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        built.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(monitor.charts, "run_figures", counting)
+    make_run(root, "shared", steps=500)
+    first = open_app(run="runs/shared")
+    assert len(built) == 1
+    for _ in range(3):  # three more viewers of the same run and view
+        open_app(run="runs/shared")
+    assert len(built) == 1  # served from the one build
+    open_app(run="runs/shared", log="1")  # another view option: one more build
+    assert len(built) == 2
+    specs = [json.loads(c.proto.spec) for c in first.get("plotly_chart")]
+    assert specs and specs[0]["data"]

@@ -184,6 +184,8 @@ def test_kl_chart_renders_and_a_nan_alert_appears_live(
     server: str, page: object, live_writer: LiveWriter
 ) -> None:
     expect = sync_api.expect
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))  # type: ignore[attr-defined]
     page.goto(f"{server}/?run=runs/live")  # type: ignore[attr-defined]
     kl_chart = page.locator(".js-plotly-plot").first  # type: ignore[attr-defined]
     expect(kl_chart).to_be_visible(timeout=30_000)
@@ -208,6 +210,9 @@ def test_kl_chart_renders_and_a_nan_alert_appears_live(
     expect(page.get_by_text("Critical").first).to_be_visible()  # type: ignore[attr-defined]
     expect(kl_chart).to_contain_text("critical alerts")
     print(f"NaN written → alert on screen: {latency:.2f} s")
+    # A dashboard on an internal network makes no outside requests (icons, fonts, CDNs).
+    outside = [u for u in requested if not u.startswith((server, "data:", "blob:"))]
+    assert requested and not outside, outside
 
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser-live-alert.png"), full_page=True)  # type: ignore[attr-defined]
