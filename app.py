@@ -11,6 +11,7 @@ logic (monitor.views) live in monitor/; this script only places them on the page
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -64,6 +65,11 @@ def get_figure_cache() -> RenderCache[dict[str, Any]]:
 
 
 def read_secrets() -> dict[str, Any]:
+    # Touching st.secrets installs a polling watcher on the secrets files (every 0.2 s, for
+    # the life of the server): only do it when one exists.
+    files = st.get_option("secrets.files") or []
+    if not any(Path(f).expanduser().exists() for f in files):
+        return {}
     try:
         return {key: dict(value) for key, value in st.secrets.items() if hasattr(value, "items")}
     except (FileNotFoundError, st.errors.StreamlitSecretNotFoundError):
@@ -540,10 +546,28 @@ def main() -> None:
     st.set_page_config(
         page_title="klwatch", page_icon=str(APP_DIR / "assets" / "icon.png"), layout="wide"
     )
+    started = time.perf_counter()
     try:
         page()
     except Exception as e:
         show_error("the dashboard", e)
+    record_timing(time.perf_counter() - started)
+
+
+def record_timing(seconds: float) -> None:
+    """With KLWATCH_TIMINGS=FILE, one JSON line per full page run: how long the server took
+    to open (first run of a session), switch (another run chosen) or redraw a page. For
+    benchmarks/bench_viewers.py and for operators asking where the time goes."""
+    path = os.environ.get("KLWATCH_TIMINGS")
+    if not path:
+        return
+    shown = st.session_state.get("_chosen_run")
+    previous = st.session_state.get("_timed_run", "")
+    kind = "open" if previous == "" else ("switch" if shown != previous else "redraw")
+    st.session_state["_timed_run"] = shown
+    line = json.dumps({"kind": kind, "run": shown, "seconds": round(seconds, 4)})
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
 
 
 main()
