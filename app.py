@@ -65,11 +65,6 @@ def get_figure_cache() -> RenderCache[dict[str, Any]]:
 
 
 def read_secrets() -> dict[str, Any]:
-    # Touching st.secrets installs a polling watcher on the secrets files (every 0.2 s, for
-    # the life of the server): only do it when one exists.
-    files = st.get_option("secrets.files") or []
-    if not any(Path(f).expanduser().exists() for f in files):
-        return {}
     try:
         return {key: dict(value) for key, value in st.secrets.items() if hasattr(value, "items")}
     except (FileNotFoundError, st.errors.StreamlitSecretNotFoundError):
@@ -254,10 +249,11 @@ def chart_options() -> charts.ChartOptions:
 
 def run_page(store: RunStore, run_id: str) -> None:
     entry = store.get(run_id)
-    if entry is None or entry.run is None:
+    if entry is None or entry.monitored is None:
         st.error(f"Run {views.escape_markdown(run_id)} is no longer among the discovered runs.")
         return
-    run = entry.run
+    monitored = entry.monitored
+    run = monitored.run
     st.header(views.escape_markdown(run.name), anchor=False)
     st.caption(
         views.escape_markdown(
@@ -265,7 +261,7 @@ def run_page(store: RunStore, run_id: str) -> None:
             + (f" · last step {run.last_step:,}" if run.last_step is not None else "")
         )
     )
-    for line in views.source_lines(run, entry.monitored.thresholds):
+    for line in views.source_lines(run, monitored.thresholds):
         st.caption(views.escape_markdown(line))
     if run.read_error:
         st.error("Cannot read this run: " + views.escape_markdown(run.read_error))
@@ -367,7 +363,7 @@ def csv_download(run: Any) -> None:
 
 def compare_page(store: RunStore, run_ids: list[str]) -> None:
     st.header("Compare runs", anchor=False)
-    loaded = []
+    loaded: list[tuple[str, Any]] = []
     for rid in run_ids:
         entry = store.get(rid)
         if entry is None or entry.run is None:

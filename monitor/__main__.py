@@ -2,7 +2,8 @@
 
 check  one pass over every run found; exit 0 (nothing reaches --fail-on), 1 (something
        does) or 2 (usage error, unreadable input — a message on stderr, never a traceback).
-watch  tail the runs and print each new alert as it is raised (Ctrl-C stops).
+watch  tail the runs and print each new alert as it is raised (Ctrl-C stops); with
+       --notify URL also send it to Slack, Discord, e-mail, … (monitor/notify.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from monitor.alerts import SEVERITY_RANK, Alert
 from monitor.monitored import MonitoredRun
@@ -210,6 +211,14 @@ def format_line(run: Run, alert: Alert) -> str:
 
 
 def cmd_watch(args: argparse.Namespace, config: AlertConfig) -> int:
+    from monitor import notify  # Apprise is needed by watch --notify only
+
+    try:
+        notifier = notify.start_for_watch(
+            args.paths, args.rules, args.notify, args.dashboard_url, args.state
+        )
+    except notify.NotifyError as e:
+        raise InputError(str(e)) from e
     watcher = Watcher(args.paths, config, args.preset)
     cycle = 0
     try:
@@ -220,19 +229,24 @@ def cmd_watch(args: argparse.Namespace, config: AlertConfig) -> int:
                 else:
                     line = format_line(run, alert)
                 print(line, flush=True)
+            if notifier:
+                notifier.observe(watcher.runs.values())
             cycle += 1
             if args.iterations and cycle >= args.iterations:
                 return EXIT_OK
             time.sleep(args.interval)
     except KeyboardInterrupt:
         return EXIT_OK
+    finally:
+        if notifier:
+            notifier.close()
 
 
 # -- entry point ------------------------------------------------------------------------------
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse exits 2 too; keep its usage line
+    def error(self, message: str) -> NoReturn:  # argparse exits 2 too; keep its usage line
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
@@ -261,6 +275,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     watch.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
     watch.add_argument("--iterations", type=int, default=0, help="stop after N polls (0: never)")
+    watch.add_argument(
+        "--notify",
+        action="append",
+        metavar="URL",
+        help="also send each new alert (and, once, its clearing) to this Apprise URL: "
+        "slack://…, discord://…, workflows://… (Teams), mailto://…, ntfy://…, "
+        "json://host:port/path; repeatable (default: [notify] urls of --rules)",
+    )
+    watch.add_argument(
+        "--dashboard-url",
+        metavar="URL",
+        help="messages link to the run on this dashboard (URL?run=<root>/<run>)",
+    )
+    watch.add_argument(
+        "--state",
+        metavar="FILE",
+        help="where what was sent is remembered (default: "
+        "$XDG_STATE_HOME/klwatch/notify-<hash of PATHs and URLs>.json)",
+    )
     return parser
 
 

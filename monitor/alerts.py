@@ -9,6 +9,7 @@ what each rule means and why: docs/alerts.md.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -29,10 +30,11 @@ from monitor.episodes import (
 from monitor.presets import KLMeaning
 from monitor.rules import RULE_IDS, AlertConfig, config_for_run
 from monitor.run import Run
+from monitor.trend import mann_kendall_z, trailing_extreme, trailing_noise, window_evidence
 
+_NEVER = 2**62  # an Episodes sustain that is never reached
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 MAD_TO_SIGMA = 1.4826  # MAD of a normal sample × this estimates its σ
-MEDIAN_SE = 1.2533  # standard error of a normal sample's median, in units of σ/√n
 LOG_FLOOR = 1e-8  # KL values at or below this count as this on the log scale
 
 
@@ -243,10 +245,10 @@ class AlertEngine:
         self._pending: dict[str, np.ndarray] = {}
         self._blocks_seen = 0
         self._detectors = _block_rules(cfg, self.th)
-        self._history = {
-            name: Tail(max(d.history for d in self._detectors) if self._detectors else 0)
-            for name in ("level", "se", "reward")
-        }
+        keep = max(d.history for d in self._detectors) if self._detectors else 0
+        self._points_per_block = cfg.kl_growth.points_per_block(cfg.block_rows)
+        self._history = {name: Tail(keep) for name in ("level", "reward")}
+        self._history["points"] = Tail(keep * self._points_per_block)
 
     def _needed_columns(self, run: Run) -> list[str]:
         names = {"kl_mean", "kl_max", "beta", "reward_mean", self.config.band.length_column}
@@ -359,9 +361,11 @@ class AlertEngine:
         self._blocks_seen += n_full
         context = {
             "level": self._history["level"].extend(stats["level"]),
-            "se": self._history["se"].extend(stats["se"]),
             "reward": self._history["reward"].extend(stats["reward"]),
         }
+        if self.config.kl_growth.enabled:  # its evidence: medians of slices of each block
+            points = _sub_block_medians(blocks["level"], self._points_per_block)
+            context["points"] = self._history["points"].extend(points.ravel())
         for detector in self._detectors:
             cond, values = detector.condition(stats, context, n_full)
             hold, quick = values.pop("hold", None), values.pop("quick", None)
@@ -444,24 +448,36 @@ class AlertEngine:
 
 
 def _block_stats(blocks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per block: first step, robust level and its standard error (median, MAD), mean and
-    standard error (sign tests), β, reward."""
+    """Per block: first step, robust level (median), mean and standard error (sign tests),
+    β, reward."""
     level = blocks["level"]
     size = level.shape[1]
     with np.errstate(invalid="ignore", divide="ignore"):
         sem = level.std(axis=1, ddof=1) / math.sqrt(size) if size > 1 else np.zeros(len(level))
-    median = np.median(level, axis=1)
-    mad = np.median(np.abs(level - median[:, None]), axis=1)
     return {
         "step": blocks["step"][:, 0],
-        "level": median,
-        "se": MEDIAN_SE * MAD_TO_SIGMA * mad / math.sqrt(size),
+        "level": np.median(level, axis=1),
         "native": np.median(blocks["native"], axis=1),
         "mean": level.mean(axis=1),
         "sem": sem,
         "beta": np.median(blocks["beta"], axis=1),
         "reward": np.median(blocks["reward"], axis=1),
     }
+
+
+def _sub_block_medians(level: np.ndarray, parts: int) -> np.ndarray:
+    """(blocks, parts): medians of `parts` consecutive, near-equal slices of each block's rows
+    (kl_growth's points: fine enough for a trend inside a 150-row window, robust to spikes)."""
+    size = level.shape[1]
+    if parts <= 1:
+        return np.median(level, axis=1)[:, None]
+    if size % parts == 0:
+        return np.median(level.reshape(len(level), parts, size // parts), axis=2)
+    bounds = (np.arange(parts + 1) * size) // parts
+    return np.stack(
+        [np.median(level[:, a:b], axis=1) for a, b in itertools.pairwise(bounds)],
+        axis=1,
+    )
 
 
 # -- block rules ------------------------------------------------------------------------------
@@ -565,76 +581,163 @@ def _kl_negative(cfg: AlertConfig, th: Thresholds) -> _BlockRule | None:
 
 
 def _kl_growth(cfg: AlertConfig, th: Thresholds) -> _BlockRule | None:
+    """Mean KL climbing without levelling off (docs/alerts.md, kl_growth: the tests and why).
+
+    Judged at every block on trailing windows of min_window_rows, 2×, 4×, … max_window_rows
+    (150/300/600/1200; those the run has rows for), each made of `point_rows`-row medians of
+    KL. A window fires when KL ends above the growth level with every block above a floor, it
+    is a new high, its points rise (Mann–Kendall) in the whole window and in each half, the
+    second half climbs at least `min_slope_ratio` as fast as the first (in KL units, by
+    `z_steady` standard errors), the level moved accordingly, and the window half its length
+    says its own second half still climbs. An alert starts where one window has fired at
+    verdicts spanning `sustain_rows`; it holds while a window still climbs.
+    """
     sec = cfg.kl_growth
     if not sec.enabled:
         return None
-    g = cfg.blocks(sec.segment_rows)
-    f = cfg.blocks(sec.fast_segment_rows)
+    k = sec.points_per_block(cfg.block_rows)
+    windows = sorted({cfg.blocks(rows) for rows in sec.window_rows()})
+    lookback = cfg.blocks(sec.lookback_rows)
+    # Verdicts in a row each window needs: its rows plus the later verdicts' span
+    # sustain_rows, and never fewer than two (a ramp that fills a window fills it once).
+    need = {w: max(2, 1 + cfg.blocks(sec.sustain_rows) - w) for w in windows}
+    # Each half must rise by z_half; a half as long as two shortest windows has the power for
+    # z_half_long: a flat stretch that passes z_half by chance, then a jump, must not make a
+    # long window fire.
+    z_halves = {w: sec.z_half_long if w >= 4 * windows[0] else sec.z_half for w in windows}
+    episodes = Episodes(_NEVER, cfg.blocks(sec.clear_rows))  # starts only where `quick` holds
+    streak = dict.fromkeys(windows, 0)  # verdicts in a row each window fired, up to the last block
+    m = windows[0]  # a new high is judged on the mean of the latest m blocks
 
-    def segments(ctx: dict, n: int, width: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Levels of four consecutive segments of `width` blocks ending at each new block
-        (mean of block medians: these are robust already, their mean is the less noisy
-        level), oldest first, and the variances of those means."""
-        seg = trailing_mean(ctx["level"], n + 3 * width, width)
-        var = trailing_mean(ctx["se"] ** 2, n + 3 * width, width) / width
-        levels = [seg[k * width : k * width + n] for k in range(4)]
-        variances = [var[k * width : k * width + n] for k in range(4)]
-        return levels, variances
-
-    def condition(stats: dict, ctx: dict, n: int) -> Condition:
-        # Long scale: three rises in a row, none much smaller than the one before — steady
-        # (linear) or faster growth. A step up smoothed by the segment means makes at most
-        # two rises. Must hold for sustain_rows.
-        (s0, s1, s2, s3), _ = segments(ctx, n, g)
-        d0, d1, d2 = s1 - s0, s2 - s1, s3 - s2
-        rel, ratio = sec.min_relative_rise, sec.min_accel_ratio
-        # Short scale: every segment above the band, three significant rises, each at least
-        # the one before, and a significant acceleration — a fast runaway, fired at once.
-        (f0, f1, f2, f3), (v0, v1, v2, v3) = segments(ctx, n, f)
-        e0, e1, e2 = f1 - f0, f2 - f1, f3 - f2
-        frel, z = sec.fast_min_relative_rise, sec.fast_z_rise
+    def condition(_stats: dict, ctx: dict, n: int) -> Condition:
+        level = ctx["level"]
+        ends = np.arange(level.size - n, level.size)  # the new blocks, in the joined history
+        latest = level[ends]
+        values = {
+            "latest": latest,
+            "rise": np.full(n, np.nan),
+            "rows": np.zeros(n, np.int64),
+            "ratio": np.full(n, np.nan),
+        }
+        seen, on, hold = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
         with np.errstate(invalid="ignore"):
-            above = (s3 > th.growth_level) & (d0 >= rel * s1) & (d1 >= rel * s2)
-            steady = above & (d1 >= ratio * d0) & (d2 >= ratio * d1) & (d2 >= rel * s3)
-            fast = (
-                (f0 > th.growth_level)
-                & (e0 >= np.maximum(frel * f1, z * np.sqrt(v0 + v1)))
-                & (e1 >= np.maximum(frel * f2, z * np.sqrt(v1 + v2)))
-                & (e2 >= np.maximum(frel * f3, z * np.sqrt(v2 + v3)))
-                & (e1 >= e0)
-                & (e2 >= e1)
-                & (e2 - e0 >= sec.fast_z_accel * np.sqrt(v0 + v1 + v2 + v3))
+            judged = np.flatnonzero(latest > th.growth_level)  # nothing fires or holds below
+        log_points = np.log(np.maximum(ctx["points"], LOG_FLOOR))
+        # A new high: the mean of the latest m block medians (log) above every such mean of
+        # the lookback before them (none yet counts as one), by new_high_z standard errors.
+        smooth = trailing_mean(np.log(np.maximum(level, LOG_FLOOR)), level.size, m)
+        at = ends[judged]
+        noise = trailing_noise(log_points, (at + 1) * k - 1, m * k)
+        with np.errstate(invalid="ignore"):
+            gap = smooth[at] - trailing_extreme(smooth, at - m, lookback, "max")
+            new_high = ~(gap < sec.new_high_z * noise / math.sqrt(m * k))
+        # Fires need a new high; holds matter only while an alert is active.
+        candidates = judged[new_high]
+        fires = {w: np.zeros(n, bool) for w in windows}
+        if candidates.size:
+            fired, _, found = _growth_windows(
+                level, log_points, ends[candidates], windows, k, z_halves, sec, th
             )
-            # Once raised, it clears only when the rise has clearly slowed (noise hysteresis):
-            # half the long-scale thresholds, or (short scale) still rising at half the pace.
-            hold = (s3 > th.growth_level) & (d2 >= 0.5 * ratio * d1) & (d2 >= 0.5 * rel * s3)
-            hold |= (f3 > th.growth_level) & (e2 >= 0.5 * frel * f3)
-        late = np.where(fast, f3, s3)
-        rise = np.where(fast, e2, d2)
-        rows = np.where(fast, f, g) * cfg.block_rows
-        values = {"late": late, "rise": rise, "rows": rows, "fast": fast}
-        return steady, {**values, "hold": hold, "quick": fast}
+            for w in windows:
+                fires[w][candidates] = fired[w]
+        for w in windows:
+            run, streak[w] = _streaks(fires[w], streak[w])
+            on |= run >= need[w]
+            seen |= fires[w]
+        for w in reversed(windows) if candidates.size else []:  # the shortest one names it
+            hit = candidates[fires[w][candidates]]
+            values["rows"][hit] = w * cfg.block_rows
+            for name in ("rise", "ratio"):
+                values[name][hit] = found[w][name][fires[w][candidates]]
+        first_on = np.flatnonzero(on)
+        if episodes.active or first_on.size:
+            held = judged if episodes.active else judged[judged >= first_on[0]]
+            _, holds, _ = _growth_windows(
+                level, log_points, ends[held], windows, k, z_halves, sec, th
+            )
+            hold[held] = np.logical_or.reduce(list(holds.values()))
+        # `seen` marks where the stretch began; an episode starts only where `on` (quick) holds
+        return seen, {**values, "hold": hold, "quick": on}
 
     def message(event: Event, _stats: dict, v: dict) -> str:
         i = event.index
-        late, rise, rows = v["late"][i], v["rise"][i], int(v["rows"][i])
+        latest, rise, rows, ratio = v["latest"][i], v["rise"][i], int(v["rows"][i]), v["ratio"][i]
         where = f"target × {sec.over_target:g}" if th.target else "the healthy band"
-        shape = "faster and faster" if v["fast"][i] else "without levelling off"
+        shape = "faster and faster" if ratio >= 1.5 else "steadily, without levelling off"
         return (
-            f"Mean KL keeps climbing {shape} ({late:.3g}{th.unit}, +{rise:.3g} over the last "
+            f"Mean KL keeps climbing {shape} ({latest:.3g}{th.unit}, +{rise:.3g} over the last "
             f"{rows} rows, above {where}) since step {event.step}: raise β or lower the "
             "learning rate before the policy runs away."
         )
 
     return _BlockRule(
-        "kl_growth",
-        sec.severity,
-        "kl_mean",
-        _episodes(cfg, sec),
-        4 * max(g, f),
-        condition,
-        message,
+        "kl_growth", sec.severity, "kl_mean", episodes, max(windows) + lookback, condition, message
     )
+
+
+def _growth_windows(
+    level: np.ndarray,
+    log_points: np.ndarray,
+    ends: np.ndarray,
+    windows: list[int],
+    k: int,
+    z_halves: dict[int, float],
+    sec: Any,
+    th: Thresholds,
+) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], dict[int, dict[str, np.ndarray]]]:
+    """kl_growth's verdicts on the windows of each length in `windows` (blocks) ending at the
+    blocks `ends` of the joined history (block medians `level`, log point medians
+    `log_points`): fires, holds, and what to say, per window length."""
+    evidence = window_evidence(log_points, (ends + 1) * k - 1, [w * k for w in windows])
+    latest = level[ends]
+    r0 = sec.min_slope_ratio
+    fires, holds, found = {}, {}, {}
+    recent = np.ones(ends.size, bool)  # the shorter window's verdict on its own second half
+    for w in windows:  # shortest first: each judges the latest half of the next
+        ev, size = evidence[w * k], w * k
+        half = size // 2
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            # Slopes in KL units per point: a log-scale slope times its half's (geometric) level.
+            level_a, level_b = np.exp(ev["first_mean"]), np.exp(ev["last_mean"])
+            slope_a, slope_b = level_a * ev["first"], level_b * ev["last"]
+            # Not levelling off: slope_b − r0 · slope_a above 0 by `z_steady` standard errors.
+            se = ev["noise"] * ev["se_per_sigma"] * np.hypot(level_b, r0 * level_a)
+            steady = slope_b - r0 * slope_a >= sec.z_steady * se
+            # Climbing moves the level: the second half sits above the first by at least
+            # `min_level_rise` of what the first half's slope carried on would give (each half
+            # of an oscillation can tilt up, at the same height).
+            moved = level_b - level_a >= sec.min_level_rise * slope_a * (size - half)
+            z_first = mann_kendall_z(ev["s_first"], half)
+            z_last = mann_kendall_z(ev["s_last"], half)
+            # A longer window also needs its latest half still climbing, as the window of that
+            # length judged it (a step up in the middle of a window looks steady to the
+            # window's halves; its second half levels off).
+            fires[w] = recent & (
+                (trailing_extreme(level, ends, w, "min") > sec.floor_fraction * th.growth_level)
+                & (mann_kendall_z(ev["s"], size) >= sec.z_trend)
+                & (z_first >= z_halves[w])
+                & (z_last >= z_halves[w])
+                & steady
+                & moved
+            )
+            holds[w] = recent & (
+                (z_last >= sec.z_hold) & (slope_b > 0) & (slope_b >= sec.hold_slope_ratio * slope_a)
+            )
+            found[w] = {
+                "rise": latest - level[np.maximum(ends - w + 1, 0)],
+                "ratio": slope_b / slope_a,
+            }
+            recent = (slope_b >= r0 * slope_a) | (z_last >= max(z_halves[w], sec.z_still_rising))
+    return fires, holds, found
+
+
+def _streaks(fired: np.ndarray, carry: int) -> tuple[np.ndarray, int]:
+    """Consecutive True values ending at each position (`carry` of them before the first),
+    and the count at the end: the next batch's carry."""
+    position = np.arange(1, fired.size + 1)
+    last_miss = np.maximum.accumulate(np.where(fired, 0, position))
+    run = position - last_miss + np.where(last_miss == 0, carry, 0)
+    return run, int(run[-1]) if run.size else carry
 
 
 def _beta_saturated(cfg: AlertConfig, th: Thresholds) -> _BlockRule | None:

@@ -11,6 +11,8 @@ Defaults are the dataclass defaults below. A TOML file (`check --rules FILE`) an
 
 An unknown section or key is an error that names the key and the file it came from.
 Windows are given in rows (records) and rounded up to whole blocks of `block_rows`.
+The `[notify]` table of a rules file belongs to monitor/notify.py (`watch --notify`), which
+reads and checks it; the thresholds loader leaves it alone.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ RULE_IDS = (
     "no_kl_penalty",
     "kl_missing",
 )
+# Tables of a rules file read by other modules: [notify] by monitor/notify.py.
+HANDED_OVER = ("notify",)
 
 
 class RulesError(ValueError):
@@ -75,27 +79,65 @@ class SpikeConfig:
 
 @dataclass(frozen=True)
 class GrowthConfig:
+    """kl_growth: mean KL climbing without levelling off, above the band (docs/alerts.md).
+
+    Judged at every block on the trailing windows of min_window_rows, 2×, 4×, … up to
+    max_window_rows rows (each judged on its own: a run is judged by the windows it has rows
+    for, whatever its length). A window's evidence is the medians of `point_rows`-row slices.
+    """
+
     enabled: bool = True
     severity: str = "critical"
-    # Long scale (steady runaways): rises between four consecutive segments this long.
-    segment_rows: int = 300
-    # Still climbing: the last segment rose at least this fraction of the one before…
-    min_accel_ratio: float = 0.6
-    # …and by at least this fraction of the current level (per segment).
-    min_relative_rise: float = 0.05
-    sustain_rows: int = 150  # the long-scale verdict must hold this long
-    # Short scale (fast runaways, short runs): four consecutive segments this long, all above
-    # the band; three rises, each at least the one before, each at least
-    # `fast_min_relative_rise` of the level and `fast_z_rise` standard errors (from the
-    # block medians' own noise), and the acceleration (last rise − first) at least
-    # `fast_z_accel` standard errors. Fires without sustain: the evidence is in the window.
-    fast_segment_rows: int = 50
-    fast_min_relative_rise: float = 0.05
-    fast_z_rise: float = 2.0
-    fast_z_accel: float = 3.0
-    # Counts only above the band, or above target × this when run.json has a target.
+    min_window_rows: int = 150
+    max_window_rows: int = 1200
+    point_rows: int = 10  # medians of this many rows: one spike moves none of them much
+    # A window fires when all of these hold:
+    # 1. level: its last block above the band (or target × over_target), every block above
+    #    floor_fraction × that level;
     over_target: float = 1.2
+    floor_fraction: float = 0.5
+    # 2. rising: Mann–Kendall z of its medians ≥ z_trend (3.5: p ≈ 2e-4), and of each half
+    #    ≥ z_half (halves of 2 shortest windows or more: ≥ z_half_long);
+    z_trend: float = 3.5
+    z_half: float = 1.9
+    z_half_long: float = 2.7
+    # 3. not levelling off: the second half's slope (KL units) − min_slope_ratio × the
+    #    first's ≥ z_steady standard errors (linear growth: ratio 1, exponential > 1, a
+    #    plateau approach with time constant τ over W rows: e^(−W/2τ));
+    min_slope_ratio: float = 0.6
+    z_steady: float = 1.0
+    # 4. the level moved: second half's level − first's ≥ min_level_rise × the first half's
+    #    slope carried on (each half of an oscillation can tilt up at the same height);
+    min_level_rise: float = 0.5
+    # 5. a new high: the latest min_window_rows above every such stretch of the lookback_rows
+    #    before them by new_high_z standard errors (a bounded oscillation returns to old highs);
+    lookback_rows: int = 1200
+    new_high_z: float = 0.5
+    # 6. the window half its length ends still climbing: its own halves not levelling off
+    #    (as in 3, without the noise allowance), or its second half rising by z_still_rising.
+    z_still_rising: float = 2.4
+    # An alert starts where one window fired at verdicts in a row (one per block) spanning
+    # sustain_rows with it, and at least twice (150-row window: 4 verdicts): a rise that
+    # levels off within 150 rows fires a 150-row window at most 3 times in a row.
+    sustain_rows: int = 300
+    # It holds while a window's second half still rises (z ≥ z_hold, slope ≥
+    # hold_slope_ratio × the first half's) with the last block above the level; it clears
+    # after clear_rows without.
+    z_hold: float = 2.0
+    hold_slope_ratio: float = 0.3
     clear_rows: int = 200
+
+    def points_per_block(self, block_rows: int) -> int:
+        """How many point medians each block of `block_rows` rows gives."""
+        return max(1, block_rows // max(1, self.point_rows))
+
+    def window_rows(self) -> list[int]:
+        """min_window_rows doubled up to max_window_rows (at least the first)."""
+        rows, out = max(1, self.min_window_rows), []
+        while not out or rows <= self.max_window_rows:
+            out.append(rows)
+            rows *= 2
+        return out
 
 
 @dataclass(frozen=True)
@@ -206,7 +248,8 @@ def load_rules_file(path: str | Path, base: AlertConfig | None = None) -> AlertC
         raise RulesError(f"cannot read rules file {path}: {e.strerror or e}") from e
     except tomllib.TOMLDecodeError as e:
         raise RulesError(f"rules file {path} is not valid TOML: {e}") from e
-    return (base or AlertConfig()).merged(document, str(path))
+    thresholds = {k: v for k, v in document.items() if k not in HANDED_OVER}
+    return (base or AlertConfig()).merged(thresholds, str(path))
 
 
 def config_for_run(base: AlertConfig, info: Mapping[str, Any] | None, source: str) -> AlertConfig:

@@ -246,7 +246,9 @@ def test_short_rise_then_plateau_above_the_band_is_high_not_growth(
     assert rules(alerts_for(tmp_path, trace(kl))) == ["kl_high"]
 
 
-@pytest.mark.parametrize("tau", [100, 200, 400])
+# τ = 400 is past the documented limit (docs/alerts.md, kl_growth): 0.1 → 0.5 over its first
+# 300 steps is a steady climb at the scale where a runaway must be flagged.
+@pytest.mark.parametrize("tau", [100, 200])
 def test_approach_to_a_high_plateau_is_not_growth(tmp_path: Path, tau: int) -> None:
     t = np.arange(3000)
     kl = noisy(1e-4 + 1.0 * (1 - np.exp(-t / tau)), 0.3, 3000, seed=tau)
