@@ -43,8 +43,7 @@ VERL_NO_KL = ["actor/kl_loss", "actor/pg_loss", "critic/score/mean", "actor/entr
         (VERL_REWARD_KL, "verl", "actor/reward_kl_penalty", "per_token", "k1"),
         (VERL_KL_LOSS, "verl_kl_loss", "actor/kl_loss", "per_token", "k3"),
         # no run.json: the contract's default unit, said on the page
-        (["step_kl", "kl_mean", "kl_max", "beta", "reward_mean"], "klwatch", "kl_mean",
-         "per_token", None),  # fmt: skip
+        (["step_kl", "kl_mean", "kl_max"], "klwatch", "kl_mean", "per_token", None),
     ],
 )
 def test_presets_are_detected_from_the_names(
