@@ -1,10 +1,12 @@
-"""`python -m trainer`: PPO with a KL penalty on a tiny grammar LM, streaming to a run dir.
+"""`python -m trainer`: PPO with a KL penalty on a tiny grammar LM (or your own Hugging Face
+model), streaming to a run dir.
 
 Examples:
   python -m trainer --steps 500 --kl-controller adaptive --target-kl 0.05
   python -m trainer --kl-controller none --reward exclaim     # watch it hack the reward
   torchrun --nproc-per-node 2 -m trainer --steps 50           # data-parallel (gloo on CPU)
   python -m trainer --run-dir runs/x --resume --steps 2000    # continue a run
+  python -m trainer --model PATH --lora --reward-model RM_PATH --prompts prompts.jsonl
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import (
+    MODEL_DTYPES,
     ConfigError,
     TrainConfig,
     build_config,
@@ -37,17 +40,35 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--kl-coef": ("kl_coef", float, "initial β (fixed β for --kl-controller fixed)"),
     "--target-kl": ("target_kl", float, "per-token mean KL the controller aims at"),
     "--kl-estimator": ("kl_estimator", str, "per-token KL estimate that feeds the penalty"),
-    "--reward": ("reward", str, "reward model"),
+    "--reward": ("reward", str, "built-in reward (see --reward-model for your own)"),
     "--device": ("device", str, "auto: cuda if available (bf16 autocast), else cpu"),
     "--seed": ("seed", int, "random seed"),
     "--lr": ("lr", float, "Adam learning rate"),
     "--batch-size": ("batch_size", int, "prompts per step per process"),
+    "--max-new-tokens": ("max_new_tokens", int, "response length limit"),
+    "--temperature": ("temperature", float, "sampling temperature (log π is scored at it too)"),
+    "--top-p": ("top_p", float, "nucleus sampling (1: off; truncation biases the KL)"),
+    "--top-k": ("top_k", int, "top-k sampling (0: off; truncation biases the KL)"),
+    "--micro-batch-size": ("micro_batch_size", int, "sequences per forward/backward (0: all)"),
+    "--model": ("model", str, "local Hugging Face causal-LM directory (default: the shipped LM)"),
+    "--lora-r": ("lora_r", int, "LoRA rank (with --lora)"),
+    "--model-dtype": ("model_dtype", str, "dtype the weights are loaded in (--model)"),
+    "--reward-model": ("reward_model", str, "local sequence-classification model as reward"),
+    "--reward-label": ("reward_label", str, "its label (name or index) to score"),
+    "--prompts": ("prompts", str, "JSONL (field prompt) / Parquet / text file of prompts"),
+    "--max-prompt-tokens": ("max_prompt_tokens", int, "longer prompts keep their last tokens"),
+}
+# On/off flags (store_true) -> config field.
+SWITCHES: dict[str, tuple[str, str]] = {
+    "--lora": ("lora", "LoRA adapters (peft); the reference = the model with adapters off"),
+    "--gradient-checkpointing": ("gradient_checkpointing", "recompute activations (memory)"),
 }
 CHOICES = {
     "kl_controller": CONTROLLERS,
     "kl_estimator": ESTIMATORS,
     "reward": REWARDS,
     "device": ("auto", "cpu", "cuda"),
+    "model_dtype": MODEL_DTYPES,
 }
 
 
@@ -65,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
             choices=CHOICES.get(dest),
             default=argparse.SUPPRESS,
             help=help_text,
+        )
+    for flag, (dest, help_text) in SWITCHES.items():
+        parser.add_argument(
+            flag, dest=dest, action="store_true", default=argparse.SUPPRESS, help=help_text
         )
     parser.add_argument(
         "--config",
@@ -88,7 +113,8 @@ def command_line(argv: list[str]) -> str:
 def resolve(
     args: argparse.Namespace, parser: argparse.ArgumentParser
 ) -> tuple[TrainConfig, dict[str, Any] | None]:
-    flags = {dest: getattr(args, dest) for dest, *_ in FLAGS.values() if hasattr(args, dest)}
+    dests = [dest for dest, *_ in FLAGS.values()] + [dest for dest, _ in SWITCHES.values()]
+    flags = {dest: getattr(args, dest) for dest in dests if hasattr(args, dest)}
     file_values = load_config_file(args.config) if args.config else {}
     base = TrainConfig().to_dict()
     resume_state = None
@@ -105,7 +131,13 @@ def resolve(
     cfg = build_config(base, file_values, flags)
     if not cfg.run_dir:
         cfg.run_dir = f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{cfg.kl_controller}"
-    if not resolve_pretrained(cfg.pretrained).is_file():
+    for name in ("model", "reward_model"):
+        path = getattr(cfg, name)
+        if path and not (Path(path) / "config.json").is_file():
+            parser.error(f"{name} {path}: not a local Hugging Face model dir (no config.json)")
+    if cfg.prompts and not Path(cfg.prompts).is_file():
+        parser.error(f"prompts file {cfg.prompts} not found")
+    if not cfg.model and not resolve_pretrained(cfg.pretrained).is_file():
         parser.error(
             f"pretrained policy {cfg.pretrained} not found "
             "(make it with: python -m trainer.pretrain)"
@@ -165,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             dist_info=dist_info,
         )
         _wait_for_all_ranks()
+    except ConfigError as e:  # found while loading: a reward label, a prompts file, …
+        parser.error(str(e))
     except KeyboardInterrupt:
         print("\ninterrupted; checkpoint saved, continue with --resume", file=sys.stderr)
         return 130

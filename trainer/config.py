@@ -20,6 +20,16 @@ from trainer.rewards import REWARDS
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEVICES = ("auto", "cpu", "cuda")
+MODEL_DTYPES = ("float32", "bfloat16")
+# Settings that only mean something for a Hugging Face model (`model`), with their defaults.
+HF_ONLY = {
+    "lora": False,
+    "reward_model": "",
+    "reward_label": "",
+    "prompts": "",
+    "gradient_checkpointing": False,
+    "model_dtype": "float32",
+}
 
 
 def resolve_pretrained(path: str) -> Path:
@@ -43,6 +53,17 @@ class TrainConfig:
     # Relative paths resolve against the working directory, then the repository root, so a
     # run.json never records one machine's absolute checkout path.
     pretrained: str = "trainer/assets/policy.pt"
+    # -- your own model: a local Hugging Face directory, never downloaded (docs/trainer.md) --
+    model: str = ""  # causal-LM directory; "" -> the shipped grammar LM (`pretrained`)
+    lora: bool = False  # train LoRA adapters; the reference = the same weights, adapters off
+    lora_r: int = 16
+    lora_alpha: int = 32  # LoRA scale = lora_alpha / lora_r
+    model_dtype: str = "float32"  # weights as loaded (bfloat16 halves a LoRA base's memory)
+    gradient_checkpointing: bool = False  # recompute activations in the update (CUDA memory)
+    reward_model: str = ""  # sequence-classification directory; "" -> `reward` (built in)
+    reward_label: str = ""  # its label (name or index) to score; "" -> its single logit
+    prompts: str = ""  # JSONL ("prompt" field) / Parquet / text file; "" -> grammar prompts
+    max_prompt_tokens: int = 128  # longer prompts keep their last tokens
     # -- reward & KL penalty ---------------------------------------------------------------
     reward: str = "exclaim"
     kl_controller: str = "adaptive"
@@ -58,6 +79,11 @@ class TrainConfig:
     batch_size: int = 64  # prompts per step per process
     prompt_words: int = 2  # prompt = <bos> + the first words of a grammar sentence
     max_new_tokens: int = 20
+    # Sampling. log π is scored at the same temperature; top-k/top-p truncation samples from
+    # another distribution than the one scored, which biases every KL estimate: off.
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0: off
     # -- PPO -------------------------------------------------------------------------------
     lr: float = 5e-6  # small: the no-penalty run should drift over hundreds of steps
     ppo_epochs: int = 4
@@ -69,6 +95,7 @@ class TrainConfig:
     gamma: float = 1.0
     gae_lambda: float = 0.95
     max_grad_norm: float = 1.0
+    micro_batch_size: int = 0  # sequences per forward/backward (gradient accumulation); 0: all
     # -- bookkeeping -----------------------------------------------------------------------
     checkpoint_every: int = 100
     samples_every: int = 20
@@ -83,6 +110,7 @@ class TrainConfig:
             "reward": REWARDS,
             "device": DEVICES,
             "kl_units": ("per_token",),
+            "model_dtype": MODEL_DTYPES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -101,6 +129,11 @@ class TrainConfig:
             "adaptive_factor",
             "beta_min",
             "prompt_words",
+            "temperature",
+            "top_p",
+            "lora_r",
+            "lora_alpha",
+            "max_prompt_tokens",
         )
         for name in positive:
             if not getattr(self, name) > 0:
@@ -115,6 +148,8 @@ class TrainConfig:
             "num_samples",
             "torch_threads",
             "seed",
+            "top_k",
+            "micro_batch_size",
         )
         for name in nonneg:
             if getattr(self, name) < 0:
@@ -125,6 +160,12 @@ class TrainConfig:
             raise ConfigError("num_minibatches cannot exceed batch_size")
         if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             raise ConfigError("gamma and gae_lambda must lie in [0, 1]")
+        if self.top_p > 1:
+            raise ConfigError(f"top_p must lie in (0, 1], got {self.top_p}")
+        if not self.model:
+            for name, default in HF_ONLY.items():
+                if getattr(self, name) != default:
+                    raise ConfigError(f"{name} needs a Hugging Face model (--model PATH)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -137,7 +178,13 @@ def coerce(name: str, value: Any) -> Any:
     """Check one override against the field's type; ints are accepted for floats."""
     if name not in FIELD_TYPES:
         raise ConfigError(f"unknown config key {name!r}")
-    kind = {"int": int, "float": float, "str": str, "dict[str, Any]": dict}[str(FIELD_TYPES[name])]
+    kind = {"int": int, "float": float, "str": str, "bool": bool, "dict[str, Any]": dict}[
+        str(FIELD_TYPES[name])
+    ]
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {name!r} must be true or false, got {value!r}")
+        return value
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, kind) or isinstance(value, bool):

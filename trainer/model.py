@@ -11,6 +11,7 @@ import copy
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -129,7 +130,10 @@ class PolicyWithValue(nn.Module):
         return self.policy(idx), values
 
 
-def frozen_copy(model: CausalLM) -> CausalLM:
+M = TypeVar("M", bound=nn.Module)
+
+
+def frozen_copy(model: M) -> M:
     """The reference policy: same weights, no gradients, never updated."""
     ref = copy.deepcopy(model).eval()
     ref.requires_grad_(False)
@@ -140,6 +144,10 @@ def save_pretrained(model: CausalLM, path: Path, meta: dict[str, object]) -> Non
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     torch.save({"model_config": asdict(model.cfg), "state_dict": state, "meta": meta}, path)
+
+
+def parameter_count(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 def load_pretrained(path: Path, device: torch.device) -> CausalLM:

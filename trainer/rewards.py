@@ -12,10 +12,15 @@ does not force a device→host sync in the training step.
   a well-formed sentence of the grammar that ends with <eos>; anything else scores −1. The
   validity gate stops word salad ("good good good") from buying reward: the policy must
   still write grammatical text, it may only prefer the kinder words.
+
+A Hugging Face policy (`--model`) has its own tokenizer, so it gets the same two rewards on
+decoded text (`TEXT_REWARDS`), or a local reward model (`hf.SequenceClassifierReward`).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -95,3 +100,27 @@ def make_reward(name: str, device: torch.device) -> RewardModel:
     if name == "sentiment":
         return SentimentReward(device)
     raise ValueError(f"unknown reward {name!r}; choose from {REWARDS}")
+
+
+# -- the same rewards on text (Hugging Face policies) ---------------------------------------
+
+
+def exclaim_text(prompt: str, response: str, finished: bool) -> float:
+    """`exclaim` on text: the number of "!" in the run of "!" (spaces allowed) ending it."""
+    return float(response[len(response.rstrip("! \t\n")) :].count("!"))
+
+
+def sentiment_text(prompt: str, response: str, finished: bool) -> float:
+    """`sentiment` on text: the lexicon mean of a finished, well-formed grammar sentence."""
+    words = re.findall(r"[a-z']+|[.!]", f"{prompt} {response}".lower())
+    if not finished or not grammar.is_sentence(words):
+        return INVALID_SCORE
+    polarity = [LEXICON[w] for w in words if w in LEXICON]
+    return sum(polarity) / max(1, len(polarity))
+
+
+# (prompt text, response text, ended with <eos>) -> score
+TEXT_REWARDS: dict[str, Callable[[str, str, bool], float]] = {
+    "exclaim": exclaim_text,
+    "sentiment": sentiment_text,
+}

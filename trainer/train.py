@@ -12,7 +12,7 @@ import hashlib
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,9 @@ from tqdm import tqdm
 
 from monitor.runlog import RunWriter
 from trainer import grammar
-from trainer.config import TrainConfig, resolve_pretrained
+from trainer.config import ConfigError, TrainConfig, resolve_pretrained
 from trainer.controllers import KLController, make_controller
-from trainer.model import PolicyWithValue, frozen_copy, load_pretrained
+from trainer.model import PolicyWithValue, frozen_copy, load_pretrained, parameter_count
 from trainer.ppo import (
     PPOHyper,
     Rollout,
@@ -41,27 +41,9 @@ from trainer.rewards import SentimentReward, make_reward
 
 CHECKPOINT_FILE = "checkpoint.ckpt"
 
-# Order of the packed per-step statistics. MEAN_KEYS are averaged across ranks, MAX_KEYS
-# take the maximum. Each rank holds the same number of sequences, so mean of means is exact.
-MEAN_KEYS = (
-    "kl_mean",
-    "reward_mean",
-    "reward_total",
-    "kl_seq_mean",
-    "kl_k1",
-    "kl_k2",
-    "kl_k3",
-    "kl_full",
-    "entropy",
-    "response_len",
-    "policy_loss",
-    "value_loss",
-    "clipfrac",
-    "approx_kl",
-    "grad_norm",
-    "exclaim_frac",
-    "valid_frac",
-)
+# How the per-step statistics are reduced across DDP ranks: MAX_KEYS take the maximum,
+# SUM_KEYS the sum, every other key the mean (each rank holds the same number of sequences,
+# so the mean of means is exact).
 MAX_KEYS = ("kl_max",)
 SUM_KEYS = ("tokens",)
 
@@ -106,7 +88,22 @@ def sample_prompts(rng: random.Random, n: int, n_words: int) -> list[list[int]]:
     ]
 
 
+@dataclass
+class Sampled:
+    """One step's prompts, sampled responses and their scores, all on the device."""
+
+    prompts: torch.Tensor  # [B, P]
+    responses: torch.Tensor  # [B, T]
+    mask: torch.Tensor  # [B, T] 1.0 on response tokens up to and including <eos>
+    scores: torch.Tensor  # [B] raw reward
+    prompt_mask: torch.Tensor | None = None  # [B, P] 0 on left padding (HF models)
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)  # extra per-step series
+
+
 class Trainer:
+    """PPO on the shipped grammar LM. `trainer.hf.HFTrainer` swaps in a Hugging Face model by
+    overriding the model-specific methods (build_models, sample, decode, model_info)."""
+
     def __init__(self, cfg: TrainConfig, dist_info: DistInfo | None = None) -> None:
         self.cfg = cfg
         self.dist = dist_info or DistInfo()
@@ -114,10 +111,9 @@ class Trainer:
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
         torch.manual_seed(cfg.seed)
-        lm = load_pretrained(resolve_pretrained(cfg.pretrained), self.device)
-        self.ref = frozen_copy(lm)
-        self.model = PolicyWithValue(lm).to(self.device)
-        self.policy = self.model.policy  # generation needs only the LM
+        # model: the policy with its value head; ref(idx, …) -> the reference's logits
+        self.model, self.ref = self.build_models()
+        self.policy: torch.nn.Module = self.model.policy  # generation needs only the LM
         self.train_model: torch.nn.Module = self.model
         if self.dist.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -133,8 +129,6 @@ class Trainer:
             beta_min=cfg.beta_min,
             beta_max=cfg.beta_max,
         )
-        self.reward_model = make_reward(cfg.reward, self.device)
-        self.grammar_checker = SentimentReward(self.device)
         self.hp = PPOHyper(
             cfg.ppo_epochs,
             cfg.num_minibatches,
@@ -143,6 +137,8 @@ class Trainer:
             cfg.vf_coef,
             cfg.entropy_coef,
             cfg.max_grad_norm,
+            cfg.temperature,
+            cfg.micro_batch_size,
         )
         # Each rank samples different prompts and tokens; weights stay identical through DDP.
         stream_seed = cfg.seed * 1000 + self.dist.rank
@@ -150,6 +146,61 @@ class Trainer:
         self.generator = torch.Generator(device=self.device).manual_seed(stream_seed)
         self.step_index = 0  # the next step to run
         self.last_rollout: Rollout | None = None
+
+    # -- what depends on the model (HFTrainer overrides these) ----------------------------
+
+    def build_models(self) -> tuple[torch.nn.Module, Any]:
+        lm = load_pretrained(resolve_pretrained(self.cfg.pretrained), self.device)
+        # The longest forward: <bos> + prompt words + all but the last response token.
+        if self.cfg.prompt_words + self.cfg.max_new_tokens > lm.cfg.block_size:
+            raise ConfigError(
+                f"<bos> + {self.cfg.prompt_words} prompt words + max_new_tokens "
+                f"{self.cfg.max_new_tokens} exceed the shipped LM's {lm.cfg.block_size} tokens"
+            )
+        self.reward_model = make_reward(self.cfg.reward, self.device)
+        self.grammar_checker = SentimentReward(self.device)
+        return PolicyWithValue(lm).to(self.device), frozen_copy(lm)
+
+    def sample(self) -> Sampled:
+        """Grammar prompts → responses of the policy → scores (no host sync)."""
+        cfg = self.cfg
+        prompts = torch.tensor(
+            sample_prompts(self.prompt_rng, cfg.batch_size, cfg.prompt_words), device=self.device
+        )
+        responses, mask = generate(
+            self.policy,
+            prompts,
+            cfg.max_new_tokens,
+            self.generator,
+            self.autocast,
+            cfg.temperature,
+            cfg.top_k,
+            cfg.top_p,
+        )
+        scores = self.reward_model(prompts, responses, mask)
+        stats = {
+            "exclaim_frac": masked_mean((responses == grammar.EXCLAIM_ID).float(), mask),
+            # Share of well-formed sentences: the seed's "forgetting how to language" signal.
+            "valid_frac": self.grammar_checker.valid(prompts, responses).float().mean(),
+        }
+        return Sampled(prompts, responses, mask, scores, stats=stats)
+
+    def decode(self, ids: list[int]) -> str:
+        return grammar.decode(ids)
+
+    def model_info(self) -> dict[str, Any]:
+        """What run.json says about the model."""
+        return {
+            "pretrained_sha": _short_hash(resolve_pretrained(self.cfg.pretrained)),
+            "model": {
+                "path": self.cfg.pretrained,
+                "parameters": parameter_count(self.policy),
+                "trainable_parameters": parameter_count(self.model, trainable_only=True),
+                "dtype": str(next(self.policy.parameters()).dtype).removeprefix("torch."),
+                "compute_dtype": "bfloat16" if self.device.type == "cuda" else "float32",
+                "reference": "frozen copy",
+            },
+        }
 
     def autocast(self) -> contextlib.AbstractContextManager[object]:
         # bf16 on CUDA only; on CPU autocast is disabled (float32), same code path.
@@ -163,21 +214,27 @@ class Trainer:
         cfg = self.cfg
         t0 = time.perf_counter()
         beta = self.controller.beta  # β of this step's penalty; the update applies next step
-        prompts = torch.tensor(
-            sample_prompts(self.prompt_rng, cfg.batch_size, cfg.prompt_words), device=self.device
-        )
-        responses, mask = generate(
-            self.policy, prompts, cfg.max_new_tokens, self.generator, self.autocast
-        )
-        scores = self.reward_model(prompts, responses, mask)
+        self.model.eval()  # generation and scoring (no dropout either way; HF checkpointing off)
+        s = self.sample()
         rollout = score_rollout(
-            self.model, self.ref, prompts, responses, mask, scores, self.autocast
+            self.model,
+            self.ref,
+            s.prompts,
+            s.responses,
+            s.mask,
+            s.scores,
+            self.autocast,
+            s.prompt_mask,
+            cfg.temperature,
+            cfg.micro_batch_size,
         )
 
+        mask, scores = s.mask, s.scores
         penalty_kl = rollout.kl[cfg.kl_estimator]
         rewards = per_token_rewards(penalty_kl, mask, scores, beta)
         advantages, returns = gae(rewards, rollout.values, mask, cfg.gamma, cfg.gae_lambda)
         advantages = masked_whiten(advantages, mask)
+        self.model.train()
         train_stats = ppo_update(
             self.train_model,
             self.params,
@@ -206,8 +263,7 @@ class Trainer:
             "entropy": masked_mean(rollout.entropy, mask),
             "response_len": lengths.mean(),
             **train_stats,
-            "exclaim_frac": masked_mean((responses == grammar.EXCLAIM_ID).float(), mask),
-            "valid_frac": self._valid_fraction(prompts, responses, mask),
+            **s.stats,
             "kl_max": seq_kl_mean.max(),
             "tokens": lengths.sum(),
         }
@@ -216,20 +272,16 @@ class Trainer:
         metrics = dict(values)
         metrics["tokens_per_s"] = metrics.pop("tokens") / max(elapsed, 1e-9)
         metrics["beta"] = beta
+        if self.device.type == "cuda":  # the caching allocator's counter: no device sync
+            metrics["cuda_peak_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         self.controller.update(metrics["kl_mean"], n=cfg.batch_size * self.dist.world_size)
         self.last_rollout = rollout
         self.step_index += 1
         return metrics
 
-    def _valid_fraction(
-        self, prompts: torch.Tensor, responses: torch.Tensor, mask: torch.Tensor
-    ) -> torch.Tensor:
-        """Share of responses that complete a well-formed sentence: the seed's "forgetting
-        how to language" signal, logged whatever the reward."""
-        return self.grammar_checker.valid(prompts, responses).float().mean()
-
     def _reduce(self, stats: dict[str, torch.Tensor]) -> dict[str, float]:
-        means = torch.stack([stats[k].float().reshape(()) for k in MEAN_KEYS])
+        mean_keys = tuple(k for k in stats if k not in MAX_KEYS + SUM_KEYS)
+        means = torch.stack([stats[k].float().reshape(()) for k in mean_keys])
         maxes = torch.stack([stats[k].float().reshape(()) for k in MAX_KEYS])
         sums = torch.stack([stats[k].float().reshape(()) for k in SUM_KEYS])
         if self.dist.world_size > 1:
@@ -238,7 +290,7 @@ class Trainer:
             dist.all_reduce(maxes, op=dist.ReduceOp.MAX)
             dist.all_reduce(sums, op=dist.ReduceOp.SUM)
         values = torch.cat([means, maxes, sums]).tolist()  # the step's one device→host sync
-        return dict(zip(MEAN_KEYS + MAX_KEYS + SUM_KEYS, values, strict=True))
+        return dict(zip(mean_keys + MAX_KEYS + SUM_KEYS, values, strict=True))
 
     # -- samples and checkpoints ----------------------------------------------------------
 
@@ -249,41 +301,56 @@ class Trainer:
             return []
         prompts, responses = r.prompts[:n].tolist(), r.responses[:n].tolist()
         mask, scores = r.mask[:n].tolist(), r.scores[:n].tolist()
+        prompt_mask = r.prompt_mask[:n].tolist() if r.prompt_mask is not None else None
         out = []
-        for p, y, m, s in zip(prompts, responses, mask, scores, strict=True):
+        for i, (p, y, m, s) in enumerate(zip(prompts, responses, mask, scores, strict=True)):
+            if prompt_mask is not None:
+                p = [tok for tok, keep in zip(p, prompt_mask[i], strict=True) if keep]
             kept = [tok for tok, keep in zip(y, m, strict=True) if keep]
             out.append(
-                {
-                    "prompt": grammar.decode(p),
-                    "response": grammar.decode(kept),
-                    "reward": round(s, 4),
-                }
+                {"prompt": self.decode(p), "response": self.decode(kept), "reward": round(s, 4)}
             )
         return out
 
     def state_dict(self) -> dict[str, Any]:
+        cuda = self.device.type == "cuda"
         return {
             "next_step": self.step_index,
-            "model": self.model.state_dict(),
+            "model": self.model_state(),
             "optimizer": self.optimizer.state_dict(),
             "controller": self.controller.state_dict(),
             "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),  # HF generate samples from the global RNG
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if cuda else None,
             "prompt_rng": self.prompt_rng.getstate(),
             "config": self.cfg.to_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step_index = int(state["next_step"])
-        self.model.load_state_dict(state["model"])
+        unexpected = self.model.load_state_dict(state["model"], strict=False).unexpected_keys
+        if unexpected:
+            raise ValueError(f"checkpoint holds weights this model lacks: {unexpected[:5]}")
         self.optimizer.load_state_dict(state["optimizer"])
         self.controller.load_state_dict(state["controller"])
         self.generator.set_state(state["generator"])
+        if state.get("torch_rng") is not None:
+            torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.prompt_rng.setstate(state["prompt_rng"])
         if self.dist.rank != 0:
             # Rank 0 saved its own streams; the others re-derive distinct ones from the step.
             stream_seed = (self.cfg.seed * 1000 + self.dist.rank) * 100003 + self.step_index
             self.prompt_rng = random.Random(stream_seed)
             self.generator.manual_seed(stream_seed)
+            torch.manual_seed(stream_seed)
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        """The weights a checkpoint needs: the trainable ones (all of the grammar LM's; a
+        LoRA run's adapters and value head — the frozen base is reloaded from its path)."""
+        trainable = {name for name, p in self.model.named_parameters() if p.requires_grad}
+        return {k: v for k, v in self.model.state_dict().items() if k in trainable}
 
     def save_checkpoint(self, run_dir: Path) -> None:
         """Atomic (temp file + rename), like run.json: a crash never leaves half a checkpoint.
@@ -292,6 +359,15 @@ class Trainer:
         tmp = path.with_suffix(".ckpt.tmp")
         torch.save(self.state_dict(), tmp)
         os.replace(tmp, path)
+
+
+def make_trainer(cfg: TrainConfig, dist_info: DistInfo | None = None) -> Trainer:
+    """The grammar LM's trainer, or with `cfg.model` the Hugging Face one."""
+    if cfg.model:
+        from trainer.hf import HFTrainer  # imports transformers: only when asked for
+
+        return HFTrainer(cfg, dist_info)
+    return Trainer(cfg, dist_info)
 
 
 def load_checkpoint(run_dir: Path) -> dict[str, Any]:
@@ -309,7 +385,7 @@ def run(
     """Train `cfg.steps` steps into `cfg.run_dir`, appending to it when resuming."""
     dist_info = dist_info or DistInfo()
     run_dir = Path(cfg.run_dir)
-    trainer = Trainer(cfg, dist_info)
+    trainer = make_trainer(cfg, dist_info)
     if resume_state is not None:
         trainer.load_state_dict(resume_state)
     if not dist_info.is_main:
@@ -320,7 +396,7 @@ def run(
     info = {
         "world_size": dist_info.world_size,
         "device": str(trainer.device),
-        "pretrained_sha": _short_hash(resolve_pretrained(cfg.pretrained)),
+        **trainer.model_info(),
     }
     with RunWriter(run_dir, config=cfg.to_dict(), extra_info=info) as writer:
         history = list(writer.info.get("command_history", []))
