@@ -124,7 +124,8 @@ def kl_band(info: Mapping[str, Any], thresholds: Any = None) -> KLBand | None:
     """
     if thresholds is not None:
         return _band_from_thresholds(thresholds)
-    kl = info.get("kl") if isinstance(info.get("kl"), Mapping) else {}
+    kl_info = info.get("kl")
+    kl = kl_info if isinstance(kl_info, Mapping) else {}
     target = _positive_float(kl.get("target"))
     if target is not None:
         lo, hi = TARGET_BAND_FACTORS

@@ -306,7 +306,8 @@ def meaning_for(
     it themselves).
     """
     names = list(names)
-    config = info.get("config") if isinstance(info.get("config"), Mapping) else {}
+    config_info = info.get("config")
+    config = config_info if isinstance(config_info, Mapping) else {}
     detected = False
     preset = forced
     if preset is None and info.get("preset") is not None:
@@ -317,7 +318,8 @@ def meaning_for(
     if preset is None:
         return KLMeaning("", "unknown trainer", detected=True)
     mapping = resolve_names(preset, names)
-    kl = info.get("kl") if isinstance(info.get("kl"), Mapping) else {}
+    kl_info = info.get("kl")
+    kl = kl_info if isinstance(kl_info, Mapping) else {}
     units = kl.get("units") if kl.get("units") in KL_UNITS else preset.kl_units
     notes = preset.notes
     if units is None and preset.name == "klwatch":

@@ -288,7 +288,7 @@ class RunStore:
             self._last_scan = time.monotonic()
 
     def _scan_once(self) -> None:
-        found: dict[str, RunEntry] = {}
+        found: dict[str, RunLocation] = {}
         labels = self._root_labels()
         for root in self.roots:
             for location in find_runs(

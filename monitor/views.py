@@ -323,7 +323,7 @@ def any_running(store: Any, run_ids: Sequence[str]) -> bool:
     return not run_ids
 
 
-def live_state(paused: bool, statuses: Sequence[str]) -> str:
+def live_state(paused: bool, statuses: Sequence[str | None]) -> str:
     """The live indicator: a finished run is not "live", however often the page checks."""
     if paused:
         return ":gray[❚❚] paused"
@@ -425,7 +425,7 @@ def beta_missing(run: Any) -> str:
     return f"β is not logged by {trainer} and not found in its config: no β chart."
 
 
-def render_key(entry: Any, status: str) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+def render_key(entry: Any, status: str | None) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     """What a viewer compares to know whether to redraw, in two parts: (the run's content
     version — new rows, rewrites, run.json, read errors; what a person must see at once — its
     alert tallies and its status, stalled coming from the clock alone)."""

@@ -11,7 +11,11 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from monitor import load_run
+
+pytestmark = pytest.mark.slow  # five child processes killed at random moments
 
 CHILD = textwrap.dedent(
     """

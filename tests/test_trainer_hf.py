@@ -24,6 +24,9 @@ from trainer.ppo import warp_logits
 from trainer.rewards import exclaim_text, sentiment_text
 from trainer.train import CHECKPOINT_FILE, make_trainer
 
+# transformers and torch.distributed load in ~12 s: not for `make check`'s edit-test loop.
+pytestmark = pytest.mark.slow
+
 CONTRACT = ("step", "time", "kl_mean", "kl_max", "beta", "reward_mean")
 SERIES = (
     "reward_total",

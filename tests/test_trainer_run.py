@@ -153,6 +153,7 @@ def test_bad_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "lr" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # two torchrun processes with gloo
 def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
     run_dir = tmp_path / "ddp"
     cmd = [

@@ -25,6 +25,8 @@ from monitor.integrations import trainer_log
 from monitor.integrations.trainer_log import TrainerRunLog, completion_samples, trainer_facts
 from tools.tiny_trl import PROMPTS, Trained, build_tiny_model, train_grpo
 
+pytestmark = pytest.mark.slow  # real TRL trainings (tiny model, CPU)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tiny model and tokenizer are built here
 
 REPO = Path(__file__).resolve().parent.parent

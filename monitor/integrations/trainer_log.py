@@ -202,9 +202,10 @@ class TrainerRunLog:
         self._session_last_step = None
         self._pending = None
         self._completions_dir = None
-        if getattr(args, "log_completions", False) and getattr(args, "output_dir", None):
+        output_dir = getattr(args, "output_dir", None)
+        if getattr(args, "log_completions", False) and output_dir:
             # TRL writes <output_dir>/completions/completions_<step>.parquet right after logging.
-            self._completions_dir = Path(args.output_dir) / "completions"
+            self._completions_dir = Path(output_dir) / "completions"
             weights = getattr(args, "reward_weights", None)
             self._reward_weights = [float(w) for w in weights] if weights else None
         _register(self)
