@@ -29,7 +29,6 @@ import sys
 import tempfile
 import threading
 import time
-import tomllib
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -39,7 +38,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from monitor.alerts import SEVERITY_RANK, Alert
 from monitor.monitored import MonitoredRun
-from monitor.rules import RulesError, _merge
+from monitor.rules import RulesError, _merge, read_rules_document
 from monitor.sources import RunLocation
 from monitor.store import _run_id
 
@@ -81,14 +80,7 @@ class NotifySettings:
 def load_notify_table(path: str | Path, base: NotifySettings | None = None) -> NotifySettings:
     """The `[notify]` table of a TOML rules file over `base`; RulesError names a bad key and
     the file, as the rest of the rules file does (monitor.rules hands this table over)."""
-    try:
-        with open(path, "rb") as f:
-            document = tomllib.load(f)
-    except OSError as e:
-        raise RulesError(f"cannot read rules file {path}: {e.strerror or e}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise RulesError(f"rules file {path} is not valid TOML: {e}") from e
-    table = document.get("notify", {})
+    table = read_rules_document(path).get("notify", {})
     if not isinstance(table, dict):
         raise RulesError(f"{path}: 'notify' must be a table of settings")
     settings = _merge(base or NotifySettings(), table, str(path), "notify.")

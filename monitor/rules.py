@@ -239,15 +239,20 @@ class AlertConfig:
         return max(1, math.ceil(rows / self.block_rows))
 
 
-def load_rules_file(path: str | Path, base: AlertConfig | None = None) -> AlertConfig:
-    """Read a TOML thresholds file over `base` (defaults). RulesError on any problem."""
+def read_rules_document(path: str | Path) -> dict[str, Any]:
+    """The TOML document of a rules file; RulesError names the file if it cannot be used."""
     try:
         with open(path, "rb") as f:
-            document = tomllib.load(f)
+            return tomllib.load(f)
     except OSError as e:
         raise RulesError(f"cannot read rules file {path}: {e.strerror or e}") from e
     except tomllib.TOMLDecodeError as e:
         raise RulesError(f"rules file {path} is not valid TOML: {e}") from e
+
+
+def load_rules_file(path: str | Path, base: AlertConfig | None = None) -> AlertConfig:
+    """Read a TOML thresholds file over `base` (defaults). RulesError on any problem."""
+    document = read_rules_document(path)
     thresholds = {k: v for k, v in document.items() if k not in HANDED_OVER}
     return (base or AlertConfig()).merged(thresholds, str(path))
 
