@@ -1,0 +1,75 @@
+"""The import rules of docs/architecture.md, checked on the source (AST), so a change that
+breaks one fails here with the file and line instead of in a deployment."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "transformers", "peft", "streamlit")
+
+
+def imports(path: Path, *, top_level_only: bool) -> Iterator[tuple[int, str]]:
+    """(line, module) of each import in a file; with top_level_only, those run at import
+    time (module level), not inside functions."""
+    tree = ast.parse(path.read_text(), str(path))
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.lineno, node.module
+
+
+def monitor_files() -> list[Path]:
+    return sorted((REPO / "monitor").rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", monitor_files(), ids=lambda p: str(p.relative_to(REPO)))
+def test_monitor_never_imports_torch_transformers_or_streamlit(path: Path) -> None:
+    # The hf integration is imported by a trainer, never by monitor itself.
+    if path.name == "hf.py" and path.parent.name == "integrations":
+        return
+    # klwatch serve starts Streamlit's CLI inside the function that serves.
+    top_only = path.name == "cli.py"
+    bad = [
+        f"{path.relative_to(REPO)}:{line} imports {module}"
+        for line, module in imports(path, top_level_only=top_only)
+        if module.split(".")[0] in HEAVY
+    ]
+    assert not bad, bad
+
+
+def test_trainer_uses_monitor_only_for_the_run_writer() -> None:
+    bad = [
+        f"{path.relative_to(REPO)}:{line} imports {module}"
+        for path in sorted((REPO / "trainer").rglob("*.py"))
+        for line, module in imports(path, top_level_only=False)
+        if module.split(".")[0] == "monitor" and module not in ("monitor", "monitor.runlog")
+    ]
+    assert not bad, bad
+
+
+def test_only_the_run_writer_opens_files_for_writing() -> None:
+    """Nothing but RunWriter writes into run directories (the dashboard may be pointed at a
+    read-only share); notify.py's state file lives under the user's state directory."""
+    allowed = {"runlog.py", "notify.py"}
+    writers = []
+    for path in monitor_files():
+        if path.name in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+                modes = [a.value for a in node.args[1:2] if isinstance(a, ast.Constant)]
+                if name in ("write_text", "write_bytes") or (
+                    name == "open"
+                    and any(isinstance(m, str) and set(m) & set("wax+") for m in modes)
+                ):
+                    writers.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not writers, writers
