@@ -29,7 +29,7 @@ from monitor.store import RunStore
 APP_DIR = Path(__file__).resolve().parent
 LIVE_INTERVAL_S = 0.5  # check twice a second: a new record on screen within ~1 s
 IDLE_INTERVAL_S = 5.0  # when none of the shown runs is running
-DATA_REDRAW_S = 2.0  # new rows alone redraw a page at most this often (alerts: at once)
+DATA_REDRAW_S = 1.0  # new rows alone redraw a page at most this often (alerts: at once)
 SAMPLES_SHOWN = 20
 PLOTLY_CONFIG = {
     "displaylogo": False,

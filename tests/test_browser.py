@@ -260,7 +260,15 @@ def test_live_trl_run_appears_and_grows_on_the_page(tmp_path: Path, page: object
     root.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     trainer = subprocess.Popen(
-        [sys.executable, "tools/tiny_trl.py", str(root / "grpo"), "--steps", "250", "--lr", "1e-3"],
+        [
+            sys.executable,
+            "tools/tiny_trl.py",
+            str(root / "grpo"),
+            "--steps",
+            "2000",
+            "--lr",
+            "1e-3",
+        ],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -297,8 +305,14 @@ def test_live_trl_run_appears_and_grows_on_the_page(tmp_path: Path, page: object
                 shown = int(text.rsplit("last step", 1)[1].split()[0].replace(",", ""))
                 on_screen.setdefault(shown, time.monotonic())
                 time.sleep(0.05)
+            # Per step on disk: until the page first showed that step or a later one (a
+            # redraw shows the newest step; the steps in between are on screen with it).
+            shown = sorted((t, s) for s, t in on_screen.items())
             latencies = sorted(
-                on_screen[s] - on_disk[s] for s in on_screen if s in on_disk and s > min(on_disk)
+                next(t for t, shown_step in shown if shown_step >= step and t >= written) - written
+                for step, written in on_disk.items()
+                if step > min(on_disk)
+                and any(shown_step >= step and t >= written for t, shown_step in shown)
             )
             assert len(latencies) >= 5, f"the page followed too few steps: {on_screen}"
             p50 = latencies[len(latencies) // 2]
