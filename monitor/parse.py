@@ -98,7 +98,21 @@ def _is_utf8(piece: bytes) -> bool:
     return True
 
 
-def _numeric_column(array: pa.ChunkedArray) -> np.ndarray | None:
+def read_json_table(data: pa.Buffer | bytes) -> pa.Table | None:
+    """Newline-delimited JSON objects as one pyarrow table, or None if pyarrow cannot take
+    them as-is (the caller then parses line by line). Accepts NaN/Infinity tokens."""
+    try:
+        return pa_json.read_json(
+            pa.BufferReader(data),
+            read_options=pa_json.ReadOptions(block_size=1 << 20),
+            parse_options=pa_json.ParseOptions(unexpected_field_behavior="infer"),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+
+
+def numeric_column(array: pa.ChunkedArray) -> np.ndarray | None:
+    """A pyarrow column as float64 (nulls → NaN), or None if it is not a metric series."""
     kind = array.type
     if pa.types.is_null(kind):
         return np.full(len(array), np.nan)
@@ -108,15 +122,8 @@ def _numeric_column(array: pa.ChunkedArray) -> np.ndarray | None:
 
 
 def _parse_fast(piece: pa.Buffer, newlines: int, nested: str | None = None) -> ParsedBlock | None:
-    try:
-        table = pa_json.read_json(
-            pa.BufferReader(piece),
-            read_options=pa_json.ReadOptions(block_size=1 << 20),
-            parse_options=pa_json.ParseOptions(unexpected_field_behavior="infer"),
-        )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        return None
-    if "step" not in table.column_names:
+    table = read_json_table(piece)
+    if table is None or "step" not in table.column_names:
         return None
     step = table.column("step")
     if not pa.types.is_integer(step.type) or step.null_count:
@@ -141,7 +148,7 @@ def _parse_fast(piece: pa.Buffer, newlines: int, nested: str | None = None) -> P
         arrays = inner.flatten()
     columns: dict[str, np.ndarray] = {}
     for name, array in zip(names, arrays, strict=True):
-        values = _numeric_column(array)
+        values = numeric_column(array)
         if values is not None:
             columns[name] = values
     return ParsedBlock(steps, columns)

@@ -45,9 +45,8 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.json as pa_json
 
-from monitor.parse import ParsedBlock, Problem, _numeric_column
+from monitor.parse import ParsedBlock, Problem, numeric_column, read_json_table
 from monitor.sources.base import MAX_PROBLEMS_PER_READ, RunLocation, Source, SourceRead
 from monitor.sources.klwatch import _is_file
 from monitor.sources.rows import RowMerger, as_step, merge_equal_steps, numbers
@@ -370,19 +369,12 @@ class TrackioSource(Source):
             data = data.replace(text, token)
         if data.count(b"\n") != len(batch):
             return None
-        try:
-            table = pa_json.read_json(
-                pa.BufferReader(data),
-                read_options=pa_json.ReadOptions(block_size=1 << 20),
-                parse_options=pa_json.ParseOptions(unexpected_field_behavior="infer"),
-            )
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-            return None
-        if table.num_rows != len(batch):
+        table = read_json_table(data)
+        if table is None or table.num_rows != len(batch):
             return None
         columns: dict[str, np.ndarray] = {}
         for name in table.column_names:
-            values = _numeric_column(table.column(name))
+            values = numeric_column(table.column(name))
             if values is not None:
                 columns[name] = values
         global_step = columns.get(GLOBAL_STEP_KEY)
