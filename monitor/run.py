@@ -58,6 +58,9 @@ class Run:
         self.preset_problem: str | None = None
         self._raw_names: dict[str, None] = {}  # in first-seen order
         self._meaning_changes = 0  # bumps `generation` when the mapping changes under rows
+        # Decided once, then again only when names or metadata change: a run no preset
+        # matches must not re-run detection on every refresh.
+        self._meaning_decided = False
         self._problems: list[Problem] = []
         self._frame_cache: tuple[tuple[int, int], pd.DataFrame] | None = None
         self._lock = threading.RLock()
@@ -81,7 +84,7 @@ class Run:
             self.read_error = None
             if read.reset:
                 self.table.clear()
-                self._note(None, read.reset)
+                self._keep(Problem(self.data_label, None, read.reset))
             self.skipped += read.skipped
             for problem in read.problems:
                 self._keep(problem)
@@ -93,7 +96,7 @@ class Run:
                 parsed += block.n
             # Some formats carry their metadata inside the data (TensorBoard's args text).
             info_changed = self.source.refresh_info() or info_changed
-            if info_changed or len(self._raw_names) != names_before or not self.meaning.preset:
+            if info_changed or len(self._raw_names) != names_before or not self._meaning_decided:
                 self._decide_meaning()
             return parsed
 
@@ -104,6 +107,7 @@ class Run:
                 self._decide_meaning()
 
     def _decide_meaning(self) -> None:
+        self._meaning_decided = True
         try:
             meaning = meaning_for(self._raw_names, self.info, self.forced_preset)
             self.preset_problem = None
@@ -114,11 +118,6 @@ class Run:
             if self.table.n and (meaning.mapping, meaning.units) != (old.mapping, old.units):
                 self._meaning_changes += 1  # consumers of the old names start over
             self.meaning = meaning
-
-    def _note(self, line: int | None, reason: str) -> None:
-        if line is not None:
-            self.skipped += 1
-        self._keep(Problem(self.data_label, line, reason))
 
     def _keep(self, problem: Problem) -> None:
         if len(self._problems) < MAX_PROBLEMS_KEPT:

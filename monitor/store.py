@@ -288,7 +288,7 @@ class RunStore:
             self._last_scan = time.monotonic()
 
     def _scan_once(self) -> None:
-        found: dict[str, RunLocation] = {}
+        found: dict[str, tuple[Path, RunLocation]] = {}
         labels = self._root_labels()
         for root in self.roots:
             for location in find_runs(
@@ -296,12 +296,11 @@ class RunStore:
                 max_depth=self.max_depth,
                 follow_external_symlinks=self.follow_external_symlinks,
             ):
-                found[_run_id(labels[root], root, location)] = location
+                found[_run_id(labels[root], root, location)] = (root, location)
         with self._lock:
-            for run_id, location in found.items():
+            for run_id, (root, location) in found.items():
                 known = self._entries.get(run_id)
                 if known is None or known.location != location:
-                    root = next(r for r in self.roots if _under(location.path, r))
                     self._entries[run_id] = RunEntry(run_id, root, location)
             for run_id in list(self._entries):
                 if run_id not in found:  # deleted, moved away, or now unreadable
@@ -505,17 +504,10 @@ class RunStore:
 def _run_id(label: str, root: Path, location: RunLocation) -> str:
     """A stable id from the root's label and the path below it (plus the run's key inside a
     file holding several). Ids are looked up, never turned back into paths."""
-    rel = location.path.relative_to(root).as_posix() if _under(location.path, root) else "."
+    # find_runs builds every location's path from the root it walks, so it is below it.
+    rel = location.path.relative_to(root).as_posix()
     run_id = label if rel == "." else f"{label}/{rel}"
     return f"{run_id}/{location.key}" if location.key else run_id
-
-
-def _under(path: Path, root: Path) -> bool:
-    try:
-        path.relative_to(root)
-    except ValueError:
-        return False
-    return True
 
 
 def _probe(entry: RunEntry) -> Source:
