@@ -20,6 +20,7 @@ from monitor.presets import KLMeaning
 from tests.test_alerts import (
     HEALTHY_INFO,
     alerts_for,
+    assert_split_invariant,
     metrics_lines,
     noisy,
     rules,
@@ -274,21 +275,7 @@ def growth_story(n: int = 6000) -> dict[str, np.ndarray]:
 
 def test_growth_alerts_are_the_same_however_rows_are_split(tmp_path: Path) -> None:
     columns = growth_story()
-    n = columns["kl_mean"].size
     whole = alerts_for(tmp_path, columns)
     growth = [a for a in whole if a.rule == "kl_growth"]
     assert len(growth) == 2 and growth[0].end_step is not None and growth[1].end_step is None
-    rng = np.random.default_rng(18)
-    for trial, cuts_wanted in enumerate([6, 45, 240]):
-        cuts = np.sort(rng.choice(np.arange(1, n), size=cuts_wanted, replace=False))
-        directory = write_run(tmp_path / f"split{trial}", {k: v[:0] for k, v in columns.items()})
-        run, engine = open_run(directory), AlertEngine()
-        raised = []
-        with open(directory / "metrics.jsonl", "a") as f:
-            for a, b in zip([0, *cuts], [*cuts, n], strict=True):
-                f.write(metrics_lines(np.arange(a, b), {k: v[a:b] for k, v in columns.items()}))
-                f.flush()
-                run.refresh()
-                raised += engine.update(run)
-        assert [a.to_dict() for a in engine.alerts] == [a.to_dict() for a in whole], trial
-        assert sorted((a.step, a.rule) for a in raised) == [(a.step, a.rule) for a in whole]
+    assert_split_invariant(tmp_path, columns, whole, [6, 45, 240], seed=18)

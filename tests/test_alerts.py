@@ -476,12 +476,24 @@ def _eventful_trace(n: int = 6000) -> dict[str, np.ndarray]:
 
 def test_same_alerts_however_rows_are_split(tmp_path: Path) -> None:
     columns = eventful_trace()
-    n = columns["kl_mean"].size
     whole = alerts_for(tmp_path, columns)
     assert {"kl_spike", "kl_nonfinite", "kl_negative", "kl_growth"} <= set(rules(whole))
-    rng = np.random.default_rng(30)
-    for trial in range(3):
-        cuts = np.sort(rng.choice(np.arange(1, n), size=[5, 40, 300][trial], replace=False))
+    assert_split_invariant(tmp_path, columns, whole, [5, 40, 300], seed=30)
+
+
+def assert_split_invariant(
+    tmp_path: Path,
+    columns: dict[str, np.ndarray],
+    whole: list[Alert],
+    cut_counts: list[int],
+    seed: int,
+) -> None:
+    """Write the trace in pieces cut at random rows, refreshing and updating one engine after
+    each: the alerts must equal the one-shot `whole`, each episode reported exactly once."""
+    n = columns["kl_mean"].size
+    rng = np.random.default_rng(seed)
+    for trial, count in enumerate(cut_counts):
+        cuts = np.sort(rng.choice(np.arange(1, n), size=count, replace=False))
         directory = write_run(tmp_path / f"split{trial}", {k: v[:0] for k, v in columns.items()})
         run, engine = open_run(directory), AlertEngine()
         raised = []
