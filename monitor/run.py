@@ -74,12 +74,12 @@ class Run:
         read stays.
         """
         with self._lock:
-            info_changed = self.source.refresh_info()
             try:
                 read = self.source.read()
                 self.last_write_time = self.source.last_write_time()
             except OSError as e:
                 self.read_error = _describe_os_error(e, self.path)
+                self.refresh_info()  # its name and status still show
                 raise
             self.read_error = None
             if read.reset:
@@ -94,8 +94,9 @@ class Run:
                 self._raw_names.update(dict.fromkeys(block.columns))
                 self.table.append(block)
                 parsed += block.n
-            # Some formats carry their metadata inside the data (TensorBoard's args text).
-            info_changed = self.source.refresh_info() or info_changed
+            # After the read: some formats carry their metadata inside the data (TensorBoard's
+            # args text), and a status written after the last records then matches them.
+            info_changed = self.source.refresh_info()
             if info_changed or len(self._raw_names) != names_before or not self._meaning_decided:
                 self._decide_meaning()
             return parsed
