@@ -17,13 +17,13 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import streamlit as st
 
 from monitor import auth, charts, views
 from monitor.presets import preset_from_spec
 from monitor.render_cache import RenderCache
+from monitor.run_view import RunSummary, RunView
 from monitor.store import RunStore
 
 APP_DIR = Path(__file__).resolve().parent
@@ -58,13 +58,13 @@ def get_store(
 
 
 @st.cache_resource(show_spinner=False)
-def get_figure_cache() -> RenderCache[dict[str, Any]]:
+def get_figure_cache() -> RenderCache[charts.Figures]:
     """One per server process: a run's figures are built once per version and view, for
     every viewer (monitor/render_cache.py)."""
     return RenderCache()
 
 
-def read_secrets() -> dict[str, Any]:
+def read_secrets() -> dict[str, dict[str, object]]:
     try:
         return {key: dict(value) for key, value in st.secrets.items() if hasattr(value, "items")}
     except (FileNotFoundError, st.errors.StreamlitSecretNotFoundError):
@@ -98,7 +98,7 @@ def app_config() -> views.AppConfig:
 # -- URL state -----------------------------------------------------------------------------
 
 
-def load_url_state(store: RunStore, summaries: dict[str, Any]) -> None:
+def load_url_state(store: RunStore, summaries: dict[str, RunSummary]) -> None:
     """Once per session: put the URL's view into the widgets' session state."""
     if st.session_state.get("_url_loaded"):
         return
@@ -172,7 +172,7 @@ def _choose_run() -> None:
 # -- sidebar -------------------------------------------------------------------------------
 
 
-def sidebar(store: RunStore, summaries: dict[str, Any], config: views.AppConfig) -> None:
+def sidebar(store: RunStore, summaries: dict[str, RunSummary], config: views.AppConfig) -> None:
     st.sidebar.title("klwatch")
     st.sidebar.caption("Roots: " + views.escape_markdown(", ".join(config.roots)))
     if not summaries:
@@ -218,15 +218,8 @@ def sidebar(store: RunStore, summaries: dict[str, Any], config: views.AppConfig)
 # -- run page ------------------------------------------------------------------------------
 
 
-def engine_alerts(entry: Any) -> tuple[list[Any], bool]:
-    """(all alerts, stall included; whether an alert engine is running)."""
-    if entry.monitored is None:
-        return [], False
-    return entry.monitored.alerts(), True
-
-
-def health_banner(alerts: list[Any], engine_ready: bool) -> None:
-    verdict = views.health(alerts, engine_ready)
+def health_banner(view: RunView) -> None:
+    verdict = views.health(view.alerts, view.engine_ready)
     body = views.escape_markdown(verdict.headline)
     if verdict.details:
         body += "  \n" + "  \n".join(views.escape_markdown(d) for d in verdict.details[:8])
@@ -248,54 +241,52 @@ def chart_options() -> charts.ChartOptions:
 
 
 def run_page(store: RunStore, run_id: str) -> None:
-    entry = store.get(run_id)
-    if entry is None or entry.monitored is None:
+    view = store.view(run_id)
+    if view is None:
         st.error(f"Run {views.escape_markdown(run_id)} is no longer among the discovered runs.")
         return
-    monitored = entry.monitored
-    run = monitored.run
-    st.header(views.escape_markdown(run.name), anchor=False)
+    data = view.data
+    st.header(views.escape_markdown(view.name), anchor=False)
     st.caption(
         views.escape_markdown(
-            f"{run_id} · {run.status()} · {run.n_rows:,} steps"
-            + (f" · last step {run.last_step:,}" if run.last_step is not None else "")
+            f"{run_id} · {view.status} · {data.n_rows:,} steps"
+            + (f" · last step {data.last_step:,}" if data.last_step is not None else "")
         )
     )
-    for line in views.source_lines(run, monitored.thresholds):
+    for line in views.source_lines(view):
         st.caption(views.escape_markdown(line))
-    if run.read_error:
-        st.error("Cannot read this run: " + views.escape_markdown(run.read_error))
-    if entry.slow:
+    if view.read_error:
+        st.error("Cannot read this run: " + views.escape_markdown(view.read_error))
+    if view.slow:
         st.warning(
             "Reading this run is slow (a network disk?): showing what was read so far; "
             "the read goes on in the background."
         )
-    alerts, engine_ready = engine_alerts(entry)
-    health_banner(alerts, engine_ready)
-    if run.n_rows == 0:
+    health_banner(view)
+    if data.n_rows == 0:
         st.info("No records yet: the charts appear with the first step.")
     else:
-        run_charts(run, entry, alerts)
-    run_tabs(run, alerts)
+        run_charts(view)
+    run_tabs(view)
 
 
-def run_charts(run: Any, entry: Any, alerts: list[Any]) -> None:
+def run_charts(view: RunView) -> None:
     options = chart_options()
-    extras = charts.extra_series_names(run.series_names)
+    extras = charts.extra_series_names(view.data.names)
     # Keep URL-chosen series the run does not have out of the widget (it would reject them).
     st.session_state["series"] = [s for s in st.session_state.get("series", []) if s in extras]
     extra = tuple(st.session_state["series"])
     key = (
-        entry.run_id,
-        tuple(entry.version),
-        tuple((a.rule, a.step, a.end_step) for a in alerts),
+        view.run_id,
+        view.pulse.version,
+        tuple((a.rule, a.step, a.end_step) for a in view.alerts),
         options,
         extra,
     )
     figures = get_figure_cache().get(
         key,
         lambda: charts.run_figures(
-            run, alerts, options, extra=list(extra), thresholds=entry.monitored.thresholds
+            view.data, view.meaning, view.alerts, options, extra=extra, thresholds=view.thresholds
         ),
     )
     st.plotly_chart(figures["kl"], key="chart_kl", config=PLOTLY_CONFIG)
@@ -303,7 +294,7 @@ def run_charts(run: Any, entry: Any, alerts: list[Any]) -> None:
     if "beta" in figures:
         left.plotly_chart(figures["beta"], key="chart_beta", config=PLOTLY_CONFIG)
     else:
-        left.caption(views.escape_markdown(views.beta_missing(run)))
+        left.caption(views.escape_markdown(views.beta_missing(view.meaning)))
     right.plotly_chart(figures["reward"], key="chart_reward", config=PLOTLY_CONFIG)
     if extras:
         st.multiselect("Other series", extras, key="series", placeholder="entropy, lengths …")
@@ -311,15 +302,16 @@ def run_charts(run: Any, entry: Any, alerts: list[Any]) -> None:
             st.plotly_chart(figures["extra"], key="chart_extra", config=PLOTLY_CONFIG)
 
 
-def run_tabs(run: Any, alerts: list[Any]) -> None:
+def run_tabs(view: RunView) -> None:
+    alerts = view.alerts
     n_active = len(views.active_alerts(alerts))
-    problems = run.problems
+    problems = view.problems
     tab_alerts, tab_samples, tab_config, tab_problems, tab_data = st.tabs(
         [
             f"Alerts ({n_active} active, {len(alerts)} total)",
             "Samples",
             "Config",
-            f"Problems ({run.skipped} lines skipped)" if problems else "Problems",
+            f"Problems ({view.skipped} lines skipped)" if problems else "Problems",
             "Data",
         ]
     )
@@ -329,33 +321,34 @@ def run_tabs(run: Any, alerts: list[Any]) -> None:
         else:
             st.caption("No alerts so far.")
     with tab_samples:
-        samples = run.samples(SAMPLES_SHOWN)
+        samples = view.samples(SAMPLES_SHOWN)
         if samples:
             st.dataframe(views.samples_frame(samples), hide_index=True)
         else:
             st.caption("No samples.jsonl in this run.")
     with tab_config:
-        st.json(run.info or {}, expanded=2)
+        st.json(dict(view.info), expanded=2)
     with tab_problems:
         if problems:
             st.dataframe(views.problems_frame(problems), hide_index=True)
         else:
             st.caption("No problems: every line parsed.")
     with tab_data:
-        csv_download(run)
+        csv_download(view)
 
 
-def csv_download(run: Any) -> None:
+def csv_download(view: RunView) -> None:
+    data = view.data
     st.download_button(
         "Download metrics CSV",
         # A callable defers building the CSV (100 MB for 1M steps) until it is clicked.
-        data=lambda: run.metrics.to_csv(index=False).encode(),
-        file_name=f"{run.path.name}-metrics.csv",
+        data=lambda: data.frame().to_csv(index=False).encode(),
+        file_name=f"{view.path.name}-metrics.csv",
         mime="text/csv",
         on_click="ignore",
         key="csv",
     )
-    st.caption(f"{run.n_rows:,} rows × {len(run.series_names) + 1} columns.")
+    st.caption(f"{data.n_rows:,} rows × {len(data.names) + 1} columns.")
 
 
 # -- compare -------------------------------------------------------------------------------
@@ -363,14 +356,14 @@ def csv_download(run: Any) -> None:
 
 def compare_page(store: RunStore, run_ids: list[str]) -> None:
     st.header("Compare runs", anchor=False)
-    loaded: list[tuple[str, Any]] = []
+    loaded: list[RunView] = []
     for rid in run_ids:
-        entry = store.get(rid)
-        if entry is None or entry.run is None:
+        view = store.view(rid)
+        if view is None:
             st.warning(f"Run {views.escape_markdown(rid)} is no longer discovered.")
             continue
-        loaded.append((rid, entry))
-    names = sorted({n for _, e in loaded for n in e.run.series_names if n != "time"})
+        loaded.append(view)
+    names = sorted({n for v in loaded for n in v.data.names if n != "time"})
     if not names:
         st.info("None of these runs has records yet.")
         return
@@ -379,45 +372,17 @@ def compare_page(store: RunStore, run_ids: list[str]) -> None:
     st.selectbox("Series", names, key="metric")
     options = chart_options()
     metric = st.session_state["metric"]
-    series = []
-    for rid, entry in loaded:
-        data = charts.consistent_columns(entry.run, [metric])
-        series.append(charts.CompareSeries(rid, data["step"], data[metric]))
+    series = [charts.CompareSeries(v.run_id, v.data.steps, v.data.column(metric)) for v in loaded]
     fig = charts.compare_figure(series, metric, options)
     st.plotly_chart(fig, key="chart_compare", config=PLOTLY_CONFIG)
-    st.dataframe(compare_table(loaded), hide_index=True)
-
-
-def compare_table(loaded: list[tuple[str, Any]]) -> Any:
-    import pandas as pd
-
-    rows = []
-    for rid, entry in loaded:
-        alerts, _ = engine_alerts(entry)
-        active = views.active_alerts(alerts)
-        rows.append(
-            {
-                "run": rid,
-                "status": entry.status(),
-                "last step": entry.run.last_step,
-                "active alerts": len(active),
-                "worst": active[0].severity if active else "",
-                "rules": ", ".join(dict.fromkeys(a.rule for a in active)),
-            }
-        )
-    return pd.DataFrame(rows)
+    st.dataframe(views.compare_frame(loaded), hide_index=True)
 
 
 # -- live ----------------------------------------------------------------------------------
 
 
-def render_keys(store: RunStore, run_ids: list[str]) -> dict[str, Any]:
-    keys = {}
-    for rid in run_ids:
-        entry = store.entry(rid)
-        if entry is not None and entry.run is not None:
-            keys[rid] = views.render_key(entry, entry.status())
-    return keys
+def render_keys(store: RunStore, run_ids: list[str]) -> dict[str, views.RenderKey]:
+    return {rid: views.render_key(p) for rid in run_ids if (p := store.pulse(rid)) is not None}
 
 
 def live_ticker(store: RunStore, run_ids: list[str]) -> None:
@@ -431,7 +396,8 @@ def live_ticker(store: RunStore, run_ids: list[str]) -> None:
     paused = bool(st.session_state.get("paused"))
     # A finished run changes rarely (a resume, a new run beside it): check it less often, so
     # a room of viewers on finished runs costs the server little.
-    interval = LIVE_INTERVAL_S if views.any_running(store, run_ids) else IDLE_INTERVAL_S
+    pulses = [store.pulse(rid) for rid in run_ids]
+    interval = LIVE_INTERVAL_S if views.any_running(pulses) else IDLE_INTERVAL_S
 
     @st.fragment(run_every=None if paused else interval)
     def ticker() -> None:
@@ -453,22 +419,17 @@ def live_ticker(store: RunStore, run_ids: list[str]) -> None:
 
 
 def live_caption(store: RunStore, run_ids: list[str], paused: bool) -> str:
-    ages, statuses = [], []
-    for rid in run_ids:
-        entry = store.entry(rid)
-        if entry is not None and entry.run is not None:
-            statuses.append(entry.status())
-            age = entry.run.seconds_since_write()
-            if age is not None:
-                ages.append(age)
+    pulses = [p for rid in run_ids if (p := store.pulse(rid)) is not None]
+    ages = [p.seconds_since_write for p in pulses if p.seconds_since_write is not None]
     updated = f"updated {views.format_age(min(ages))} ago" if ages else "no data yet"
+    statuses = [p.status for p in pulses]
     return f"{views.live_state(paused, statuses)} · {views.escape_markdown(updated)}"
 
 
 # -- page ----------------------------------------------------------------------------------
 
 
-def selected_runs(summaries: dict[str, Any]) -> list[str]:
+def selected_runs(summaries: dict[str, RunSummary]) -> list[str]:
     """The runs this view shows: a comparison (2+ picked), else the one open run."""
     compare = [r for r in st.session_state.get("compare", []) if r in summaries]
     run_id = st.session_state.get("_chosen_run")
@@ -503,7 +464,7 @@ def page() -> None:
     st.session_state["run"] = st.session_state["_chosen_run"]
     shown = selected_runs(summaries)
     for rid in shown:  # load before the sidebar, so its alert counts are current
-        store.get(rid)
+        store.refresh(rid)
         summaries[rid] = store.summary(rid) or summaries[rid]
     sidebar(store, summaries, config)
 

@@ -11,22 +11,20 @@ is on, the raw series stays visible, faint, behind it.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from monitor.alerts import Alert, Thresholds
 from monitor.downsample import DEFAULT_BUDGET, downsample
+from monitor.presets import KLMeaning
+from monitor.table import SeriesData
 
-# The seed's "What to Watch": healthy mean KL is 0.01–0.1 (per token).
-DEFAULT_BAND = (0.01, 0.1)
-# Around a target: the same factors as monitor.rules.BandConfig (target_low/target_high),
-# used only when no alert thresholds are at hand.
-TARGET_BAND_FACTORS = (0.25, 2.0)
 KL_METRICS = ("kl_mean", "kl_max")  # alerts whose value can sit on the KL axis
 MAX_ALERT_SPANS = 50  # shaded alert spans per chart; beyond that shapes slow plotly down
 
@@ -42,30 +40,7 @@ RAW_OPACITY = 0.25  # raw series behind a smoothed one: visible, not competing
 CHART_HEIGHT = 340
 
 
-class AlertLike(Protocol):
-    """What the charts read from an alert (monitor.alerts.Alert has these fields)."""
-
-    rule: str
-    severity: str
-    step: int
-    end_step: int | None
-    metric: str
-    value: float
-    message: str
-
-
-class RunLike(Protocol):
-    """What the charts read from monitor.run.Run."""
-
-    info: dict[str, Any]
-
-    @property
-    def steps(self) -> np.ndarray: ...
-
-    @property
-    def series_names(self) -> list[str]: ...
-
-    def column(self, name: str) -> np.ndarray: ...
+Figures = dict[str, go.Figure]  # a page's figures by name: "kl", "beta", "reward", "extra"
 
 
 @dataclass(frozen=True)
@@ -113,47 +88,23 @@ def reward_total(reward_mean: np.ndarray, beta: np.ndarray, kl_mean: np.ndarray)
     return np.asarray(reward_mean, float) - np.asarray(beta, float) * np.asarray(kl_mean, float)
 
 
-def kl_band(info: Mapping[str, Any], thresholds: Any = None) -> KLBand | None:
-    """The healthy band for this run.
-
-    With the alert engine's resolved thresholds (`AlertEngine.th`: low, high, target,
-    per_token_scaled) the chart shows exactly the band the alerts judge against — one place
-    for thresholds. Without them: target-relative when run.json names a target KL, else the
-    seed's 0.01–0.1 per token. None when no band fits the plotted numbers: per-sequence KL
-    with no target (a per-token band would be off by the response length).
-    """
-    if thresholds is not None:
-        return _band_from_thresholds(thresholds)
-    kl_info = info.get("kl")
-    kl = kl_info if isinstance(kl_info, Mapping) else {}
-    target = _positive_float(kl.get("target"))
-    if target is not None:
-        lo, hi = TARGET_BAND_FACTORS
-        return KLBand(lo * target, hi * target, target, f"healthy {lo:g}–{hi:g}× target")
-    if kl.get("units", "per_token") != "per_token":
+def kl_band(thresholds: Thresholds | None) -> KLBand | None:
+    """The healthy band: exactly the one the alert engine judges against (one place for
+    thresholds: monitor.alerts). None before the engine has seen rows, and when no band fits
+    the plotted numbers: per-sequence KL that the engine divides by the response length row
+    by row (the chart shows the raw sum), or a band the rules turned off."""
+    if thresholds is None or thresholds.per_token_scaled:
         return None
-    return KLBand(*DEFAULT_BAND, None, "healthy 0.01–0.1 per token")
-
-
-def _band_from_thresholds(th: Any) -> KLBand | None:
-    if getattr(th, "per_token_scaled", False):
-        return None  # the engine divides by response length; the chart shows raw KL
-    low, high = (
-        _positive_float(getattr(th, "low", None)),
-        _positive_float(getattr(th, "high", None)),
-    )
+    low, high = _positive_float(thresholds.low), _positive_float(thresholds.high)
     if low is None or high is None or low >= high:
         return None
-    target = _positive_float(getattr(th, "target", None))
+    target = _positive_float(thresholds.target)
     label = f"healthy {low:.3g}–{high:.3g}" + (f" (target {target:g})" if target else "")
     return KLBand(low, high, target, label)
 
 
-def _positive_float(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) and value > 0 else None
+def _positive_float(value: float | None) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) and value > 0 else None
 
 
 # -- traces --------------------------------------------------------------------------------
@@ -220,7 +171,7 @@ def kl_figure(
     kl_max: np.ndarray | None,
     *,
     band: KLBand | None = None,
-    alerts: Iterable[AlertLike] = (),
+    alerts: Iterable[Alert] = (),
     options: ChartOptions | None = None,
     title: str = "KL divergence from the reference",
 ) -> go.Figure:
@@ -264,7 +215,7 @@ def _label(
 
 
 def _alert_y(
-    alert: AlertLike,
+    alert: Alert,
     steps: np.ndarray,
     series: Sequence[np.ndarray],
     top: float,
@@ -299,7 +250,7 @@ def _finite_top(series: Sequence[np.ndarray], log_y: bool) -> float:
 
 def _add_alerts(
     fig: go.Figure,
-    alerts: list[AlertLike],
+    alerts: list[Alert],
     steps: np.ndarray,
     kl_mean: np.ndarray,
     kl_max: np.ndarray | None,
@@ -442,35 +393,16 @@ def compare_figure(
     return fig
 
 
-def _palette() -> Any:
-    import itertools
-
+def _palette() -> Iterator[str]:
     import plotly.colors
 
     return itertools.cycle(plotly.colors.qualitative.D3)
 
 
-def consistent_columns(run: RunLike, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """Steps and `names`, all of one length, even while another viewer's refresh appends.
-
-    Uses `Run.snapshot` (taken under the run's lock) when the run offers it; otherwise
-    trims to the shortest array — rows are only ever appended, so a common prefix is
-    consistent.
-    """
-    snapshot = getattr(run, "snapshot", None)
-    data = (
-        dict(snapshot(list(names)))
-        if callable(snapshot)
-        else {"step": run.steps, **{n: run.column(n) for n in names}}
-    )
-    n = min(len(v) for v in data.values())
-    return {k: v[:n] for k, v in data.items()}
-
-
-def kl_title(meaning: Any) -> str:
+def kl_title(meaning: KLMeaning) -> str:
     """The KL chart's title says what the plotted number is, and what is not logged."""
     title = "KL divergence from the reference"
-    if meaning is None or not getattr(meaning, "preset", ""):
+    if not meaning.preset:
         return title
     if not meaning.kl_found:
         return f"{title}: no KL series found ({meaning.trainer})"
@@ -490,53 +422,50 @@ def kl_title(meaning: Any) -> str:
 
 
 def run_figures(
-    run: RunLike,
-    alerts: Iterable[AlertLike] = (),
+    data: SeriesData,
+    meaning: KLMeaning,
+    alerts: Iterable[Alert] = (),
     options: ChartOptions | None = None,
     *,
     extra: Sequence[str] = (),
-    thresholds: Any = None,
-) -> dict[str, go.Figure]:
+    thresholds: Thresholds | None = None,
+) -> Figures:
     """The run page's figures: "kl", "beta", "reward" and (if any picked) "extra"."""
     options = options or ChartOptions()
-    names = set(run.series_names)
-    picked = [name for name in extra if name in names]
-    wanted = ["kl_mean", "kl_max", "beta", "reward_mean", "reward_total", *picked]
-    data = consistent_columns(run, [n for n in wanted if n in names])
-    steps = data["step"]
+    picked = [name for name in extra if name in data.columns]
+    steps = data.steps
     nan = np.full(steps.size, np.nan)
-
-    meaning = getattr(run, "meaning", None)
-    if "beta" not in data and meaning is not None and meaning.beta is not None:
-        data["beta"] = np.full(steps.size, meaning.beta)  # constant β from the config
+    columns = dict(data.columns)
+    if "beta" not in columns and meaning.beta is not None:
+        columns["beta"] = np.full(steps.size, meaning.beta)  # constant β from the config
 
     def col(name: str) -> np.ndarray:
-        return data.get(name, nan)  # a series the run never logged draws as empty
+        return columns.get(name, nan)  # a series the run never logged draws as empty
 
     figures = {
         "kl": kl_figure(
             steps,
             col("kl_mean"),
-            data.get("kl_max"),
-            band=kl_band(run.info, thresholds),
+            columns.get("kl_max"),
+            band=kl_band(thresholds),
             alerts=alerts,
             options=options,
             title=kl_title(meaning),
         ),
     }
-    if "beta" in data:  # β chart only when β is known (most foreign trainers never log it)
+    if "beta" in columns:  # β chart only when β is known (most foreign trainers never log it)
         figures["beta"] = beta_figure(steps, col("beta"), options)
-    computed = "reward_total" not in data
+    computed = "reward_total" not in columns
     total = (
         reward_total(col("reward_mean"), col("beta"), col("kl_mean"))
         if computed
-        else data["reward_total"]
+        else columns["reward_total"]
     )
     figures["reward"] = reward_figure(
         steps, col("reward_mean"), total, options, total_computed=computed
     )
     if picked:
-        figures["extra"] = series_figure(steps, {n: data[n] for n in picked}, options)
+        figures["extra"] = series_figure(steps, {n: columns[n] for n in picked}, options)
     return figures
 
 

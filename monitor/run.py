@@ -15,6 +15,7 @@ import math
 import os
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,13 @@ from monitor.presets import KLWATCH_SERIES, KLMeaning, Preset, meaning_for, pres
 from monitor.runlog import INFO_FILE, SAMPLES_FILE
 from monitor.sources import FORMAT_LABELS, RunLocation, locate_path, open_source
 from monitor.sources.klwatch import newest_records
-from monitor.table import SeriesTable
+from monitor.table import SeriesData, SeriesTable
 
 MAX_PROBLEMS_KEPT = 200  # a garbage file must not grow memory without bound
 STALL_FACTOR = 20.0  # "far longer than its usual step interval"
 STALL_MIN_SECONDS = 60.0
 LIVE_SECONDS = 60.0  # a run without a declared status is live if written this recently
-RUN_STATUSES = ("running", "finished", "failed", "stalled")
+Sample = Mapping[str, object]  # one samples.jsonl record
 
 
 class Run:
@@ -62,7 +63,6 @@ class Run:
         # matches must not re-run detection on every refresh.
         self._meaning_decided = False
         self._problems: list[Problem] = []
-        self._frame_cache: tuple[tuple[int, int], pd.DataFrame] | None = None
         self._lock = threading.RLock()
 
     # -- reading ----------------------------------------------------------------------------
@@ -184,12 +184,12 @@ class Run:
         raw series by its own name; all-NaN if the run never logged it."""
         return self.table.column(self.meaning.mapping.get(name, name))
 
-    def snapshot(self, names: list[str] | None = None) -> dict[str, np.ndarray]:
+    def series_data(self, names: Sequence[str] | None = None) -> SeriesData:
         """Steps and the named series (all by default), consistent with each other even
         while another thread refreshes. Arrays are read-only views; no copy is made."""
         with self._lock:
             wanted = self.series_names if names is None else names
-            return {"step": self.table.steps, **{n: self.column(n) for n in wanted}}
+            return SeriesData.of(self.table.steps, {n: self.column(n) for n in wanted})
 
     @property
     def series_names(self) -> list[str]:
@@ -201,15 +201,8 @@ class Run:
 
     @property
     def metrics(self) -> pd.DataFrame:
-        """One row per step (ascending, unique), one column per series. Cached per version."""
-        with self._lock:
-            version = (self.generation, self.table.n)
-            if self._frame_cache is None or self._frame_cache[0] != version:
-                data = {"step": self.table.steps.copy()}
-                for name in self.series_names:
-                    data[name] = self.column(name).copy()
-                self._frame_cache = (version, pd.DataFrame(data))
-            return self._frame_cache[1]
+        """One row per step (ascending, unique), one column per series: a copy."""
+        return self.series_data().frame()
 
     def typical_step_interval(self, window: int = 200) -> float | None:
         """Median seconds between recent records (None with fewer than 3 records)."""
@@ -250,19 +243,30 @@ class Run:
             self.stall_threshold_s(stall_factor, stall_min_s),
         )
 
-    def samples(self, limit: int = 20) -> list[dict[str, Any]]:
+    @property
+    def samples_file(self) -> Path | None:
+        """klwatch's samples.jsonl (other formats keep no samples klwatch reads)."""
+        return self.path / SAMPLES_FILE if self.location.format == "klwatch" else None
+
+    def samples(self, limit: int = 20) -> list[Sample]:
         """The last `limit` records of samples.jsonl (bad lines skipped), oldest first."""
-        if self.location.format != "klwatch":
-            return []
-        try:
-            # samples are small: the last 256 KiB hold far more than a page shows
-            newest = newest_records(self.path / SAMPLES_FILE, 256 * 1024)
-            return list(itertools.islice(newest, limit))[::-1]
-        except OSError:
-            return []
+        return read_samples(self.samples_file, limit)
 
     def nbytes(self) -> int:
         return self.table.nbytes()
+
+
+def read_samples(path: Path | None, limit: int) -> list[Sample]:
+    """The last `limit` records of a samples.jsonl (bad lines skipped), oldest first."""
+    if path is None:
+        return []
+    try:
+        # samples are small: the last 256 KiB hold far more than a page shows
+        newest = newest_records(path, 256 * 1024)
+        records: list[Sample] = list(itertools.islice(newest, limit))
+    except OSError:
+        return []
+    return records[::-1]
 
 
 def run_status(declared: object, idle_s: float | None, stall_after_s: float) -> str:

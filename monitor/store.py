@@ -18,16 +18,20 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from monitor.alerts import AlertEngine, worst_severity
+from monitor.alerts import worst_severity
 from monitor.monitored import MonitoredRun
 from monitor.presets import Preset
+from monitor.rules import AlertConfig
 from monitor.run import STALL_MIN_SECONDS, Run, run_status
+from monitor.run_view import DataVersion, RunPulse, RunSummary, RunView
 from monitor.sources import (
     DEFAULT_MAX_DEPTH,
     FORMAT_LABELS,
@@ -51,24 +55,6 @@ READ_ONLY_EVENTS = frozenset({"opened", "closed_no_write"})
 
 
 @dataclass
-class RunSummary:
-    """What the sidebar shows for a run without holding its series."""
-
-    run_id: str
-    name: str
-    status: str
-    last_step: int | None
-    last_write: float | None
-    rows: int | None
-    alert_count: int | None  # None until the run has been checked once
-    worst_severity: str | None
-    problem: str | None = None
-    source: str = "klwatch"  # the format's label for people: klwatch, TensorBoard, …
-    past_count: int | None = None  # alerts that fired and cleared
-    declared_status: object = None  # what the run's metadata says (light summaries)
-
-
-@dataclass
 class RunEntry:
     run_id: str
     root: Path
@@ -77,7 +63,7 @@ class RunEntry:
     dirty: bool = True
     last_refresh: float = 0.0
     last_access: float = 0.0
-    version: tuple[Any, ...] = ()
+    version: DataVersion | None = None  # None until read
     alert_count: int | None = None
     past_count: int | None = None  # alerts that fired and cleared
     worst_severity: str | None = None
@@ -97,10 +83,6 @@ class RunEntry:
     @property
     def run(self) -> Run | None:
         return self.monitored.run if self.monitored is not None else None
-
-    @property
-    def engine(self) -> AlertEngine | None:
-        return self.monitored.engine if self.monitored is not None else None
 
     @property
     def alert_error(self) -> str | None:
@@ -164,7 +146,7 @@ class RunStore:
         max_depth: int = DEFAULT_MAX_DEPTH,
         max_rows: int = DEFAULT_MAX_ROWS,
         follow_external_symlinks: bool = False,
-        alert_config: Any = None,
+        alert_config: AlertConfig | None = None,
         read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
         background_checks: bool = False,
         preset: Preset | None = None,
@@ -188,7 +170,7 @@ class RunStore:
         self._last_scan = 0.0
         self._summaries_lock = threading.Lock()
         self._summaries_cache: tuple[float, list[RunSummary]] | None = None
-        self._observer: Any = None
+        self._observer: BaseObserver | None = None
         if watch:
             self._start_watching(poll)
         self._checker: threading.Thread | None = None
@@ -232,6 +214,12 @@ class RunStore:
             except Exception:  # a check must never kill the thread that does all the others
                 log.exception("background alert check failed")
             time.sleep(BACKGROUND_CHECK_PAUSE_S)
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         self._closed = True
@@ -333,6 +321,55 @@ class RunStore:
         self._evict_if_needed()
         return entry
 
+    def view(self, run_id: str) -> RunView | None:
+        """A frozen view of the run for a page, loaded and brought up to date first; None
+        when the run is not discovered (or was evicted under the caller)."""
+        entry = self.get(run_id)
+        monitored = entry.monitored if entry is not None else None
+        if entry is None or monitored is None:
+            return None
+        run = monitored.run
+        alerts = monitored.alerts()
+        return RunView(
+            pulse=self._pulse(entry, monitored),
+            name=run.name,
+            path=run.path,
+            format=run.format,
+            format_label=run.format_label,
+            meaning=run.meaning,
+            data=run.series_data(),
+            alerts=tuple(alerts),
+            thresholds=monitored.thresholds,
+            alert_error=monitored.alert_error,
+            info=MappingProxyType(run.info),
+            problems=tuple(run.problems),
+            skipped=run.skipped,
+            read_error=run.read_error,
+            slow=entry.slow,
+            samples_file=run.samples_file,
+        )
+
+    def pulse(self, run_id: str) -> RunPulse | None:
+        """What a live check compares: the run's version, status and alert tallies. Reads
+        nothing; None while the run is not loaded."""
+        entry = self.entry(run_id)
+        monitored = entry.monitored if entry is not None else None
+        if entry is None or monitored is None:
+            return None
+        return self._pulse(entry, monitored)
+
+    @staticmethod
+    def _pulse(entry: RunEntry, monitored: MonitoredRun) -> RunPulse:
+        return RunPulse(
+            run_id=entry.run_id,
+            version=entry.version or (0, 0, 0, 0, None),
+            status=monitored.status(),
+            alert_count=entry.alert_count or 0,
+            past_count=entry.past_count or 0,
+            worst_severity=entry.worst_severity,
+            seconds_since_write=monitored.run.seconds_since_write(),
+        )
+
     def _update(self, entry: RunEntry) -> bool:
         """Refresh one run if it may have changed; return True if its content changed.
 
@@ -417,7 +454,7 @@ class RunStore:
             if now - entry.last_access < KEEP_WARM_S:
                 continue
             with entry.lock:
-                entry.monitored, entry.dirty, entry.version = None, True, ()
+                entry.monitored, entry.dirty, entry.version = None, True, None
 
     # -- summaries --------------------------------------------------------------------------
 
@@ -552,5 +589,4 @@ def _light_summary(entry: RunEntry, now: float | None) -> RunSummary:
         past_count=entry.past_count,
         declared_status=source.info.get("status"),
     )
-    summary.status = _light_status(summary, now)
-    return summary
+    return replace(summary, status=_light_status(summary, now))

@@ -7,7 +7,12 @@ checkpoint), as TensorBoard does.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
 import numpy as np
+import pandas as pd
 
 from monitor.parse import ParsedBlock
 
@@ -51,10 +56,7 @@ class SeriesTable:
     def column(self, name: str) -> np.ndarray:
         """A read-only view of one series; all-NaN if the run never logged it."""
         values = self._columns.get(name)
-        view = values[: self.n] if values is not None else np.full(self.n, np.nan)
-        view = view.view()
-        view.flags.writeable = False
-        return view
+        return _read_only(values[: self.n] if values is not None else np.full(self.n, np.nan))
 
     def clear(self) -> None:
         generation = self.generation
@@ -111,3 +113,47 @@ def _grow(array: np.ndarray, capacity: int, fill: float) -> np.ndarray:
     grown = np.full(capacity, fill, dtype=array.dtype)
     grown[: array.size] = array
     return grown
+
+
+@dataclass(frozen=True)
+class SeriesData:
+    """Steps and series of one run version, under klwatch's names where a preset mapped
+    them (kl_mean, beta, …), else under the trainer's own."""
+
+    steps: np.ndarray
+    columns: Mapping[str, np.ndarray]  # in display order: klwatch series, then raw ones
+
+    @classmethod
+    def of(cls, steps: np.ndarray, columns: Mapping[str, np.ndarray]) -> SeriesData:
+        """Frozen copy-free views, trimmed to one length."""
+        n = min([steps.size, *(c.size for c in columns.values())])
+        frozen = {name: _read_only(values[:n]) for name, values in columns.items()}
+        return cls(_read_only(steps[:n]), MappingProxyType(frozen))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.columns)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.steps.size)
+
+    @property
+    def last_step(self) -> int | None:
+        return int(self.steps[-1]) if self.steps.size else None
+
+    def column(self, name: str) -> np.ndarray:
+        """One series; all-NaN when the run never logged it."""
+        found = self.columns.get(name)
+        return found if found is not None else np.full(self.n_rows, np.nan)
+
+    def frame(self) -> pd.DataFrame:
+        """One row per step, one column per series (a copy: for downloads, not for charts)."""
+        copies = {name: values.copy() for name, values in self.columns.items()}
+        return pd.DataFrame({"step": self.steps.copy(), **copies})
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    view = array.view()
+    view.flags.writeable = False
+    return view

@@ -14,11 +14,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from monitor.alerts import SEVERITY_RANK
+from monitor.alerts import SEVERITY_RANK, Alert
+from monitor.parse import Problem
+from monitor.presets import KLMeaning
+from monitor.run import Sample
+from monitor.run_view import DataVersion, RunPulse, RunSummary, RunView
 
 # Colours via Streamlit's markdown (:green[…]) rather than emoji: a team screen or a
 # headless browser without an emoji font still shows them.
@@ -185,7 +188,7 @@ class Health:
     details: list[str]
 
 
-def active_alerts(alerts: Iterable[Any]) -> list[Any]:
+def active_alerts(alerts: Iterable[Alert]) -> list[Alert]:
     """Active alerts (end_step None), worst first, each once."""
     seen: set[tuple[str, str, int]] = set()
     active = []
@@ -197,7 +200,7 @@ def active_alerts(alerts: Iterable[Any]) -> list[Any]:
     return sorted(active, key=lambda a: (-SEVERITY_RANK.get(a.severity, 0), -a.step))
 
 
-def health(alerts: Iterable[Any], engine_ready: bool = True) -> Health:
+def health(alerts: Iterable[Alert], engine_ready: bool = True) -> Health:
     """The banner, for the whole run: active alerts first, then what fired and cleared.
 
     "Healthy" only when nothing ever fired. Info alerts alone leave a run healthy-looking
@@ -221,10 +224,10 @@ def health(alerts: Iterable[Any], engine_ready: bool = True) -> Health:
     return Health("healthy", "Healthy: no alert has fired in this run", [])
 
 
-def history_lines(alerts: Iterable[Any]) -> list[str]:
+def history_lines(alerts: Iterable[Alert]) -> list[str]:
     """Cleared alerts in words, one line per rule: "4 × kl_spike at steps 412, 977, 1603,
     2290 — cleared"."""
-    by_rule: dict[str, list[Any]] = {}
+    by_rule: dict[str, list[Alert]] = {}
     for a in alerts:
         if a.end_step is not None:
             by_rule.setdefault(a.rule, []).append(a)
@@ -237,7 +240,7 @@ def history_lines(alerts: Iterable[Any]) -> list[str]:
     return lines
 
 
-def _rule_list(alerts: Sequence[Any]) -> str:
+def _rule_list(alerts: Sequence[Alert]) -> str:
     rules = list(dict.fromkeys(a.rule for a in alerts))
     return ", ".join(rules[:5]) + (f" and {len(rules) - 5} more" if len(rules) > 5 else "")
 
@@ -245,7 +248,7 @@ def _rule_list(alerts: Sequence[Any]) -> str:
 ALERT_COLUMNS = ["active", "severity", "rule", "step", "end_step", "metric", "value", "message"]
 
 
-def alerts_frame(alerts: Iterable[Any]) -> pd.DataFrame:
+def alerts_frame(alerts: Iterable[Alert]) -> pd.DataFrame:
     """The alerts table: active first, then worst, then most recent."""
     rows = [
         {
@@ -271,7 +274,7 @@ def alerts_frame(alerts: Iterable[Any]) -> pd.DataFrame:
     return order.drop(columns="_rank").reset_index(drop=True)
 
 
-def samples_frame(samples: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+def samples_frame(samples: Sequence[Sample]) -> pd.DataFrame:
     """Latest samples, newest first; every value as text (a sample is untrusted text)."""
     if not samples:
         return pd.DataFrame()
@@ -279,13 +282,31 @@ def samples_frame(samples: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _cell(value: Any) -> Any:
+def _cell(value: object) -> int | float | str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return value
     return value if isinstance(value, str) else str(value)
 
 
-def problems_frame(problems: Iterable[Any]) -> pd.DataFrame:
+def compare_frame(runs: Iterable[RunView]) -> pd.DataFrame:
+    """The compare page's table: one row per run, its status and active alerts."""
+    rows = []
+    for view in runs:
+        active = active_alerts(view.alerts)
+        rows.append(
+            {
+                "run": view.run_id,
+                "status": view.status,
+                "last step": view.data.last_step,
+                "active alerts": len(active),
+                "worst": active[0].severity if active else "",
+                "rules": ", ".join(dict.fromkeys(a.rule for a in active)),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def problems_frame(problems: Iterable[Problem]) -> pd.DataFrame:
     rows = [{"file": p.file, "line": p.line, "problem": p.reason} for p in problems]
     return pd.DataFrame(rows, columns=["file", "line", "problem"])
 
@@ -303,24 +324,22 @@ def escape_markdown(text: object) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", flat)
 
 
-def sidebar_key(summaries: Iterable[Any]) -> tuple[Any, ...]:
+SidebarKey = tuple[tuple[str, str, int | None, int | None, str | None], ...]
+
+
+def sidebar_key(summaries: Iterable[RunSummary]) -> SidebarKey:
     """What must redraw the sidebar when it changes: status and alerts of every run (not
     the last step or the age, which change all the time and are refreshed with the page)."""
     return tuple(
-        (s.run_id, s.status, s.alert_count, getattr(s, "past_count", None), s.worst_severity)
+        (s.run_id, s.status, s.alert_count, s.past_count, s.worst_severity)
         for s in sorted(summaries, key=lambda s: s.run_id)
     )
 
 
-def any_running(store: Any, run_ids: Sequence[str]) -> bool:
-    """True if a shown run may still be written (running or stalled), or is not loaded yet."""
-    for rid in run_ids:
-        entry = store.entry(rid)
-        if entry is None or entry.run is None:
-            return True
-        if entry.status() in ("running", "stalled"):
-            return True
-    return not run_ids
+def any_running(pulses: Sequence[RunPulse | None]) -> bool:
+    """True if a shown run may still be written (running or stalled), or is not loaded yet
+    (None), or no run is shown."""
+    return not pulses or any(p is None or p.live for p in pulses)
 
 
 def live_state(paused: bool, statuses: Sequence[str | None]) -> str:
@@ -345,7 +364,7 @@ def format_age(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f} d"
 
 
-def run_title(summary: Any) -> str:
+def run_title(summary: RunSummary) -> str:
     """The run's stable sidebar label: its id, plus its run.json name when that differs."""
     title = summary.run_id
     if summary.name and summary.name != summary.run_id.rsplit("/", 1)[-1]:
@@ -353,7 +372,7 @@ def run_title(summary: Any) -> str:
     return title
 
 
-def run_details(summary: Any, now: float | None = None) -> str:
+def run_details(summary: RunSummary, now: float | None = None) -> str:
     """The live part of a sidebar entry: status, last step, age of the last write, alerts.
 
     Plain text; `run_caption` is the markdown version.
@@ -365,21 +384,20 @@ def run_details(summary: Any, now: float | None = None) -> str:
     parts.append(f"{format_age(age)} ago" if age is not None else "never written")
     if summary.alert_count:
         parts.append(f"{summary.alert_count} active {summary.worst_severity or 'info'}")
-    past = getattr(summary, "past_count", None)
-    if past:
-        parts.append(f"{past} cleared")
+    if summary.past_count:
+        parts.append(f"{summary.past_count} cleared")
     if summary.problem:
         parts.append("unreadable" if summary.rows is None else "problems")
     return " · ".join(parts)
 
 
-def run_caption(summary: Any, now: float | None = None) -> str:
+def run_caption(summary: RunSummary, now: float | None = None) -> str:
     """`run_details` as safe markdown, with a coloured status dot, the source format's badge
     and an alert marker."""
     dot = f":{STATUS_COLORS.get(summary.status, 'gray')}[●]"
     text = escape_markdown(run_details(summary, now))
-    badge = SOURCE_BADGES.get(getattr(summary, "source", "klwatch"), "gray")
-    text = f":{badge}-badge[{escape_markdown(getattr(summary, 'source', 'klwatch'))}] {text}"
+    badge = SOURCE_BADGES.get(summary.source, "gray")
+    text = f":{badge}-badge[{escape_markdown(summary.source)}] {text}"
     if summary.alert_count:
         color = SEVERITY_COLORS.get(summary.worst_severity or "info", "blue")
         text += f" :{color}[▲]"
@@ -395,13 +413,10 @@ SOURCE_BADGES = {
 }
 
 
-def source_lines(run: Any, thresholds: Any = None) -> list[str]:
+def source_lines(view: RunView) -> list[str]:
     """What the page says about where a run's numbers come from and what its KL means —
     including what the trainer does not log, instead of guessing it."""
-    meaning = getattr(run, "meaning", None)
-    if meaning is None:
-        return []
-    label = getattr(run, "format_label", "klwatch")
+    meaning, label = view.meaning, view.format_label
     if not meaning.preset:
         return [
             f"Source: {label}. None of the known trainers' names found: pick one with "
@@ -413,29 +428,34 @@ def source_lines(run: Any, thresholds: Any = None) -> list[str]:
         estimator = f", estimator {meaning.estimator}" if meaning.estimator else ""
         lines.append(f"KL = {meaning.mapping['kl_mean']}: {meaning.unit_label}{estimator}.")
     lines.extend(meaning.notes)
-    band_off = getattr(thresholds, "band_off", None)
+    band_off = view.thresholds.band_off if view.thresholds is not None else None
     if band_off:
         lines.append(band_off[0].upper() + band_off[1:] + ".")
     return lines
 
 
-def beta_missing(run: Any) -> str:
-    meaning = getattr(run, "meaning", None)
-    trainer = meaning.trainer if meaning is not None and meaning.preset else "this trainer"
+def beta_missing(meaning: KLMeaning) -> str:
+    trainer = meaning.trainer if meaning.preset else "this trainer"
     return f"β is not logged by {trainer} and not found in its config: no β chart."
 
 
-def render_key(entry: Any, status: str | None) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+# (the run's content version, what a person must see at once)
+RenderKey = tuple[DataVersion, tuple[int, int, str | None, str]]
+
+
+def render_key(pulse: RunPulse) -> RenderKey:
     """What a viewer compares to know whether to redraw, in two parts: (the run's content
     version — new rows, rewrites, run.json, read errors; what a person must see at once — its
     alert tallies and its status, stalled coming from the clock alone)."""
-    urgent = (entry.alert_count, getattr(entry, "past_count", None), entry.worst_severity, status)
-    return (tuple(entry.version), urgent)
+    return (
+        pulse.version,
+        (pulse.alert_count, pulse.past_count, pulse.worst_severity, pulse.status),
+    )
 
 
 def redraw_due(
-    old: Mapping[str, Any] | None,
-    new: Mapping[str, Any],
+    old: Mapping[str, RenderKey] | None,
+    new: Mapping[str, RenderKey],
     seconds_since_redraw: float,
     data_redraw_s: float,
 ) -> bool:

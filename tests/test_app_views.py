@@ -186,6 +186,7 @@ def test_live_state_says_not_running_for_finished_runs() -> None:
 
 def test_any_running_decides_the_live_interval(tmp_path: Path) -> None:
     from monitor import RunWriter
+    from monitor.run_view import RunPulse
     from monitor.store import RunStore
     from monitor.views import any_running
 
@@ -196,12 +197,18 @@ def test_any_running_decides_the_live_interval(tmp_path: Path) -> None:
     live.log(0, kl_mean=0.02, kl_max=0.1, beta=0.1, reward_mean=0.1)
     store = RunStore([tmp_path], watch=False)
     try:
-        label = tmp_path.name
-        assert any_running(store, [f"{label}/done"])  # not loaded yet: keep watching closely
-        store.get(f"{label}/done")
-        store.get(f"{label}/live")
-        assert not any_running(store, [f"{label}/done"])
-        assert any_running(store, [f"{label}/done", f"{label}/live"])
+        done_id, live_id = f"{tmp_path.name}/done", f"{tmp_path.name}/live"
+
+        def pulses(*run_ids: str) -> list[RunPulse | None]:
+            return [store.pulse(rid) for rid in run_ids]
+
+        assert pulses(done_id) == [None]
+        assert any_running(pulses(done_id))  # not loaded yet: keep watching closely
+        store.view(done_id)
+        store.view(live_id)
+        assert not any_running(pulses(done_id))
+        assert any_running(pulses(done_id, live_id))
+        assert any_running([])  # nothing shown: keep looking for runs
     finally:
         live.close()
         store.close()

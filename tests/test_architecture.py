@@ -73,3 +73,35 @@ def test_only_the_run_writer_opens_files_for_writing() -> None:
                 ):
                     writers.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert not writers, writers
+
+
+PAGE_FILES = ("app.py", "monitor/views.py", "monitor/charts.py")
+# What a page may ask the store; everything else (entries, engines, locks) is the store's.
+STORE_METHODS_FOR_PAGES = {"view", "pulse", "summary", "summaries", "summaries_cached", "refresh"}
+
+
+@pytest.mark.parametrize("name", PAGE_FILES)
+def test_pages_read_frozen_views_only(name: str) -> None:
+    """app.py, views.py and charts.py read runs through RunView / RunPulse / RunSummary:
+    no `Any` in a signature, no getattr fishing, no reach into the store's entries or the
+    alert engine (issue 11)."""
+    tree = ast.parse((REPO / name).read_text())
+    bad = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef):
+            annotations = [a.annotation for a in node.args.args + node.args.kwonlyargs]
+            for annotation in [*annotations, node.returns]:
+                if annotation is not None and "Any" in ast.unparse(annotation):
+                    bad.append(f"{name}:{node.lineno} {node.name}: Any in its signature")
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "getattr":
+            bad.append(f"{name}:{node.lineno}: getattr")
+        if isinstance(node, ast.Attribute) and node.attr in ("monitored", "engine", "entry"):
+            bad.append(f"{name}:{node.lineno}: .{node.attr}")
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and getattr(node.func.value, "id", "") == "store"
+            and node.func.attr not in STORE_METHODS_FOR_PAGES | {"close"}
+        ):
+            bad.append(f"{name}:{node.lineno}: store.{node.func.attr}()")
+    assert not bad, bad

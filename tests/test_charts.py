@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from types import SimpleNamespace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from monitor.alerts import Alert
+from monitor.alerts import Alert, Thresholds, resolve_thresholds
 from monitor.charts import (
-    DEFAULT_BAND,
     ChartOptions,
     CompareSeries,
     beta_figure,
@@ -28,26 +26,20 @@ from monitor.charts import (
     series_figure,
 )
 from monitor.downsample import DEFAULT_BUDGET
+from monitor.presets import KLMeaning
+from monitor.rules import AlertConfig
+from monitor.table import SeriesData
+
+TARGETED = {"kl": {"target": 0.05, "units": "per_token"}}  # what _run's run.json says
+NO_PRESET = KLMeaning("", "unknown trainer")
 
 
-@dataclass
-class FakeRun:
-    columns: dict[str, np.ndarray]
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def steps(self) -> np.ndarray:
-        return np.arange(next(iter(self.columns.values())).size, dtype=np.int64)
-
-    @property
-    def series_names(self) -> list[str]:
-        return list(self.columns)
-
-    def column(self, name: str) -> np.ndarray:
-        return self.columns.get(name, np.full(self.steps.size, np.nan))
+def _series(columns: dict[str, np.ndarray]) -> SeriesData:
+    n = next(iter(columns.values())).size
+    return SeriesData.of(np.arange(n, dtype=np.int64), columns)
 
 
-def _run(n: int = 1000, **extra: np.ndarray) -> FakeRun:
+def _run(n: int = 1000, **extra: np.ndarray) -> SeriesData:
     rng = np.random.default_rng(0)
     kl = 0.05 + 0.005 * rng.normal(size=n)
     columns = {
@@ -58,7 +50,11 @@ def _run(n: int = 1000, **extra: np.ndarray) -> FakeRun:
         "reward_mean": np.linspace(0, 1, n),
         **extra,
     }
-    return FakeRun(columns, {"kl": {"target": 0.05, "units": "per_token"}})
+    return _series(columns)
+
+
+def _thresholds(info: dict[str, Any], meaning: KLMeaning | None = None) -> Thresholds:
+    return resolve_thresholds(AlertConfig(), info, meaning)
 
 
 def _trace_names(fig: go.Figure) -> list[str]:
@@ -108,36 +104,32 @@ def test_ema_rejects_weight_one() -> None:
 
 
 def test_band_is_target_relative_when_run_json_has_a_target() -> None:
-    band = kl_band({"kl": {"target": 0.02, "units": "per_token"}})
+    band = kl_band(_thresholds({"kl": {"target": 0.02, "units": "per_token"}}))
     assert band is not None and band.target == 0.02
     assert band.low == pytest.approx(0.005) and band.high == pytest.approx(0.04)
 
 
 def test_band_defaults_to_the_seeds_range_per_token() -> None:
-    band = kl_band({})
-    assert band is not None and (band.low, band.high) == DEFAULT_BAND and band.target is None
+    band = kl_band(_thresholds({}))
+    assert band is not None and (band.low, band.high) == (0.01, 0.1) and band.target is None
 
 
-def test_no_band_for_per_sequence_kl_without_target() -> None:
-    assert kl_band({"kl": {"units": "per_sequence", "target": None}}) is None
+def test_band_is_the_alert_engines_band() -> None:
+    # One place for thresholds: a rules file's band is the chart's band too.
+    config = replace(AlertConfig(), band=replace(AlertConfig().band, low=0.2, high=0.4))
+    band = kl_band(resolve_thresholds(config, {}))
+    assert band is not None and (band.low, band.high) == (0.2, 0.4)
 
 
-def test_band_from_alert_thresholds_wins() -> None:
-    th = SimpleNamespace(low=0.2, high=0.4, target=0.3, per_token_scaled=False)
-    band = kl_band({"kl": {"target": 0.02}}, th)
-    assert band is not None and (band.low, band.high, band.target) == (0.2, 0.4, 0.3)
-    scaled = SimpleNamespace(low=0.01, high=0.1, target=None, per_token_scaled=True)
-    assert kl_band({"kl": {"units": "per_sequence"}}, scaled) is None
-
-
-def test_fallback_band_matches_the_alert_engines_defaults() -> None:
-    # Without an engine at hand the chart must still draw the band the alerts judge by.
-    alerts = pytest.importorskip("monitor.alerts")
-    for info in ({"kl": {"target": 0.05, "units": "per_token"}}, {}):
-        th = alerts.resolve_thresholds(alerts.AlertConfig(), info)
-        band = kl_band(info)
-        assert band is not None
-        assert (band.low, band.high) == pytest.approx((th.low, th.high))
+def test_no_band_without_thresholds_or_where_none_fits_the_plotted_kl() -> None:
+    assert kl_band(None) is None  # the engine has not seen rows yet
+    # per-sequence KL the engine divides by the response length: the chart shows the sum
+    scaled = _thresholds({"kl": {"units": "per_sequence"}})
+    assert scaled.per_token_scaled and kl_band(scaled) is None
+    # per-sequence KL and no length logged: the rules turned the band off
+    meaning = KLMeaning("verl", "verl", {"kl_mean": "actor/kl_loss"}, units="per_sequence")
+    off = _thresholds({}, meaning)
+    assert off.band_off and kl_band(off) is None
 
 
 def test_reward_total_is_score_minus_beta_kl() -> None:
@@ -159,7 +151,7 @@ def test_kl_figure_has_both_series_band_target_and_alert_markers() -> None:
         run.steps,
         run.column("kl_mean"),
         run.column("kl_max"),
-        band=kl_band(run.info),
+        band=kl_band(_thresholds(TARGETED)),
         alerts=alerts,
     )
     names = _trace_names(fig)
@@ -177,10 +169,10 @@ def test_kl_figure_has_both_series_band_target_and_alert_markers() -> None:
 
 def test_every_trace_respects_the_point_budget_and_keeps_the_spike() -> None:
     n = 300_000
-    run = _run(n)
-    run.columns["kl_max"] = run.columns["kl_max"].copy()
-    run.columns["kl_max"][123_456] = 50.0
-    figs = run_figures(run, options=ChartOptions(smoothing=0.6))
+    kl_max = _run(n).column("kl_max").copy()
+    kl_max[123_456] = 50.0
+    run = _series({**_run(n).columns, "kl_max": kl_max})
+    figs = run_figures(run, NO_PRESET, options=ChartOptions(smoothing=0.6))
     for fig in figs.values():
         for trace in fig.data:
             assert len(trace.x) <= DEFAULT_BUDGET
@@ -204,7 +196,7 @@ def test_log_y_option() -> None:
 
 
 def test_reward_figure_computes_total_when_missing() -> None:
-    figs = run_figures(_run())
+    figs = run_figures(_run(), NO_PRESET)
     names = _trace_names(figs["reward"])
     assert "reward_mean" in names
     assert any(n.startswith("reward_total") and "computed" in n for n in names)
@@ -212,14 +204,14 @@ def test_reward_figure_computes_total_when_missing() -> None:
 
 def test_reward_figure_uses_logged_total() -> None:
     run = _run(reward_total=np.zeros(1000))
-    names = _trace_names(run_figures(run)["reward"])
+    names = _trace_names(run_figures(run, NO_PRESET)["reward"])
     assert "reward_total" in names
 
 
 def test_extra_series_panel_per_series() -> None:
     run = _run(entropy=np.ones(1000), response_length=np.full(1000, 12.0))
-    assert extra_series_names(run.series_names) == ["entropy", "response_length"]
-    figs = run_figures(run, extra=["entropy", "response_length", "not_a_series"])
+    assert extra_series_names(run.names) == ["entropy", "response_length"]
+    figs = run_figures(run, NO_PRESET, extra=["entropy", "response_length", "not_a_series"])
     assert _trace_names(figs["extra"]) == ["entropy", "response_length"]
     fig = series_figure(run.steps, {"entropy": run.column("entropy")})
     assert len(fig.data) == 1
@@ -234,15 +226,15 @@ def test_compare_figure_overlays_runs_by_step() -> None:
 
 
 def test_empty_run_gives_empty_figures_not_errors() -> None:
-    run = FakeRun({"kl_mean": np.zeros(0), "beta": np.zeros(0)})
-    figs = run_figures(run)
+    run = _series({"kl_mean": np.zeros(0), "beta": np.zeros(0)})
+    figs = run_figures(run, NO_PRESET)
     assert set(figs) == {"kl", "beta", "reward"}
     assert all(len(t.x) == 0 for t in reward_figure(np.zeros(0), np.zeros(0), None).data)
 
 
 def test_band_labels_sit_on_the_band_with_a_log_axis() -> None:
     run = _run()
-    band = kl_band(run.info)
+    band = kl_band(_thresholds(TARGETED))
     assert band is not None
     for log_y, expected in ((False, band.high), (True, math.log10(band.high))):
         fig = kl_figure(
@@ -263,16 +255,12 @@ def test_alerts_on_other_metrics_sit_on_the_kl_line() -> None:
 def test_beta_chart_only_when_beta_is_known_and_title_says_what_kl_is() -> None:
     from monitor.presets import PRESETS, meaning_for
 
-    columns = {"train/kl": np.full(5, 0.02), "train/reward": np.linspace(0, 1, 5)}
-    run = FakeRun(dict(columns))
+    run = _series({"kl_mean": np.full(5, 0.02), "reward_mean": np.linspace(0, 1, 5)})
     names = ["train/kl", "train/reward", "train/completions/mean_length"]
-    run.meaning = meaning_for(names, {}, PRESETS["trl_grpo"])  # type: ignore[attr-defined]
-    run.columns = {"kl_mean": columns["train/kl"], "reward_mean": columns["train/reward"]}
-    figs = run_figures(run)
+    figs = run_figures(run, meaning_for(names, {}, PRESETS["trl_grpo"]))
     assert "beta" not in figs  # TRL logs no β and none came from a config
     title = figs["kl"].layout.title.text
     assert "mean per token, k3" in title and "max KL not logged" in title
 
-    run.meaning = meaning_for(names, {"config": {"beta": 0.04}}, PRESETS["trl_grpo"])  # type: ignore[attr-defined]
-    figs = run_figures(run)
+    figs = run_figures(run, meaning_for(names, {"config": {"beta": 0.04}}, PRESETS["trl_grpo"]))
     assert list(figs["beta"].data[0].y) == [0.04] * 5  # constant β from the config

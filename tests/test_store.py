@@ -110,11 +110,12 @@ def test_many_viewer_threads_share_one_store_while_a_writer_appends(tmp_path: Pa
     def viewer() -> None:
         try:
             while not stop.is_set():
-                entry = store.get(rid)
-                assert entry is not None and entry.run is not None
-                snap = entry.run.snapshot(["kl_mean"])
-                assert len(snap["step"]) == len(snap["kl_mean"])
-                assert (snap["step"] == range(len(snap["step"]))).all()
+                view = store.view(rid)
+                assert view is not None
+                steps, kl = view.data.steps, view.data.column("kl_mean")
+                assert len(steps) == len(kl)
+                assert (steps == range(len(steps))).all()
+                assert not steps.flags.writeable and not kl.flags.writeable
                 store.summaries()
         except BaseException as e:  # pragma: no cover - reported below
             errors.append(e)
