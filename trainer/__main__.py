@@ -7,6 +7,9 @@ Examples:
   torchrun --nproc-per-node 2 -m trainer --steps 50           # data-parallel (gloo on CPU)
   python -m trainer --run-dir runs/x --resume --steps 2000    # continue a run
   python -m trainer --model PATH --lora --reward-model RM_PATH --prompts prompts.jsonl
+
+Every TrainConfig field (trainer/config.py) is a flag, generated from the dataclass with its
+help, default and choices; a --config file sets any field, and flags win over it.
 """
 
 from __future__ import annotations
@@ -21,55 +24,53 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import (
-    MODEL_DTYPES,
+    FIELD_TYPES,
+    FIELDS,
     ConfigError,
     TrainConfig,
     build_config,
     load_config_file,
     resolve_pretrained,
 )
-from trainer.controllers import CONTROLLERS
-from trainer.kl import ESTIMATORS
-from trainer.rewards import REWARDS
 
-# CLI flag -> config field. Defaults are suppressed so only flags actually given override.
-FLAGS: dict[str, tuple[str, type, str]] = {
-    "--run-dir": ("run_dir", str, "run directory (default runs/<timestamp>-<controller>)"),
-    "--steps": ("steps", int, "total PPO steps"),
-    "--kl-controller": ("kl_controller", str, "how β is chosen each step"),
-    "--kl-coef": ("kl_coef", float, "initial β (fixed β for --kl-controller fixed)"),
-    "--target-kl": ("target_kl", float, "per-token mean KL the controller aims at"),
-    "--kl-estimator": ("kl_estimator", str, "per-token KL estimate that feeds the penalty"),
-    "--reward": ("reward", str, "built-in reward (see --reward-model for your own)"),
-    "--device": ("device", str, "auto: cuda if available (bf16 autocast), else cpu"),
-    "--seed": ("seed", int, "random seed"),
-    "--lr": ("lr", float, "Adam learning rate"),
-    "--batch-size": ("batch_size", int, "prompts per step per process"),
-    "--max-new-tokens": ("max_new_tokens", int, "response length limit"),
-    "--temperature": ("temperature", float, "sampling temperature (log π is scored at it too)"),
-    "--top-p": ("top_p", float, "nucleus sampling (1: off; truncation biases the KL)"),
-    "--top-k": ("top_k", int, "top-k sampling (0: off; truncation biases the KL)"),
-    "--micro-batch-size": ("micro_batch_size", int, "sequences per forward/backward (0: all)"),
-    "--model": ("model", str, "local Hugging Face causal-LM directory (default: the shipped LM)"),
-    "--lora-r": ("lora_r", int, "LoRA rank (with --lora)"),
-    "--model-dtype": ("model_dtype", str, "dtype the weights are loaded in (--model)"),
-    "--reward-model": ("reward_model", str, "local sequence-classification model as reward"),
-    "--reward-label": ("reward_label", str, "its label (name or index) to score"),
-    "--prompts": ("prompts", str, "JSONL (field prompt) / Parquet / text file of prompts"),
-    "--max-prompt-tokens": ("max_prompt_tokens", int, "longer prompts keep their last tokens"),
-}
-# On/off flags (store_true) -> config field.
-SWITCHES: dict[str, tuple[str, str]] = {
-    "--lora": ("lora", "LoRA adapters (peft); the reference = the model with adapters off"),
-    "--gradient-checkpointing": ("gradient_checkpointing", "recompute activations (memory)"),
-}
-CHOICES = {
-    "kl_controller": CONTROLLERS,
-    "kl_estimator": ESTIMATORS,
-    "reward": REWARDS,
-    "device": ("auto", "cpu", "cuda"),
-    "model_dtype": MODEL_DTYPES,
-}
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, generated from the field: `--kl-controller` for
+    `kl_controller`, its type from the annotation (a bool is an on-switch), its help and
+    choices from the field's metadata (`setting` in trainer/config.py), its default shown in
+    the help. A field whose metadata has `no_flag` gets none. The parser's default is
+    SUPPRESS, so the namespace holds only the flags given: they alone override a config file
+    or a resumed run's config (`config_flags`). Values are checked by TrainConfig.validate."""
+    group = parser.add_argument_group(
+        "training config (TrainConfig; precedence: defaults < --config FILE < these flags)"
+    )
+    defaults = TrainConfig()
+    for name, f in FIELDS.items():
+        if "no_flag" in f.metadata:
+            continue
+        kind, default = FIELD_TYPES[name], getattr(defaults, name)
+        shown = "off" if kind is bool else '""' if default == "" else default
+        options: dict[str, Any] = (
+            {"action": "store_true"}
+            if kind is bool
+            else {"type": kind, "choices": f.metadata.get("choices")}
+        )
+        group.add_argument(
+            flag(name),
+            dest=name,
+            default=argparse.SUPPRESS,
+            help=f"{f.metadata['help']} (default: {shown})".replace("%", "%%"),
+            **options,
+        )
+
+
+def config_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig fields given on the command line, by field name."""
+    return {name: getattr(args, name) for name in FIELDS if hasattr(args, name)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,29 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    for flag, (dest, kind, help_text) in FLAGS.items():
-        parser.add_argument(
-            flag,
-            dest=dest,
-            type=kind,
-            choices=CHOICES.get(dest),
-            default=argparse.SUPPRESS,
-            help=help_text,
-        )
-    for flag, (dest, help_text) in SWITCHES.items():
-        parser.add_argument(
-            flag, dest=dest, action="store_true", default=argparse.SUPPRESS, help=help_text
-        )
-    parser.add_argument(
+    add_config_flags(parser)
+    group = parser.add_argument_group("run control")
+    group.add_argument(
         "--config",
         type=Path,
         default=None,
+        metavar="FILE",
         help="TOML or JSON file with any TrainConfig field (flags win)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--resume", action="store_true", help="continue the run in --run-dir from its checkpoint"
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    group.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -113,8 +104,7 @@ def command_line(argv: list[str]) -> str:
 def resolve(
     args: argparse.Namespace, parser: argparse.ArgumentParser
 ) -> tuple[TrainConfig, dict[str, Any] | None]:
-    dests = [dest for dest, *_ in FLAGS.values()] + [dest for dest, _ in SWITCHES.values()]
-    flags = {dest: getattr(args, dest) for dest in dests if hasattr(args, dest)}
+    flags = config_flags(args)
     file_values = load_config_file(args.config) if args.config else {}
     base = TrainConfig().to_dict()
     resume_state = None

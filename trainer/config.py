@@ -2,7 +2,8 @@
 
 Precedence: dataclass defaults < `--config FILE` (TOML or JSON, keys = field names) < CLI
 flags. On `--resume` the run's saved config replaces the defaults, so a resumed run keeps its
-settings unless a flag or file overrides them (e.g. `--steps` to train longer).
+settings unless a flag or file overrides them (e.g. `--steps` to train longer). Each field
+carries its help text and allowed values (`setting`); `python -m trainer` makes its flags from them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,76 +45,129 @@ class ConfigError(ValueError):
     """A config value or file that cannot be used; the CLI turns it into exit code 2."""
 
 
+def setting(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[str, ...] | None = None,
+    no_flag: str = "",
+) -> Any:
+    """A TrainConfig field with what `python -m trainer` needs to make it a flag: its help
+    text, its allowed values (`validate` checks the same tuple) and, for a field that is no
+    flag, the reason why. `config_flags` in trainer/__main__.py
+    generates the flags from these."""
+    metadata: dict[str, Any] = {"help": help}
+    if choices is not None:
+        metadata["choices"] = choices
+    if no_flag:
+        metadata["no_flag"] = no_flag
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class TrainConfig:
     # -- run -------------------------------------------------------------------------------
-    run_dir: str = ""  # "" -> runs/<timestamp>-<controller>
-    steps: int = 1000  # total PPO steps (a resumed run continues up to this number)
-    seed: int = 0
-    device: str = "auto"  # auto: cuda (bf16 autocast) when available, else cpu
-    # Relative paths resolve against the working directory, then the repository root, so a
-    # run.json never records one machine's absolute checkout path.
-    pretrained: str = "trainer/assets/policy.pt"
+    run_dir: str = setting("", 'run directory; "" -> runs/<timestamp>-<controller>')
+    steps: int = setting(1000, "total PPO steps (a resumed run continues up to this number)")
+    seed: int = setting(0, "random seed")
+    device: str = setting(
+        "auto", "auto: cuda when available (bf16 autocast), else cpu", choices=DEVICES
+    )
+    # Relative (see resolve_pretrained), so a run.json never records one machine's checkout.
+    pretrained: str = setting(
+        "trainer/assets/policy.pt",
+        "the grammar LM's weights (without --model); a relative path is looked up in the "
+        "working directory, then the repository root",
+    )
     # -- your own model: a local Hugging Face directory, never downloaded (docs/trainer.md) --
-    model: str = ""  # causal-LM directory; "" -> the shipped grammar LM (`pretrained`)
-    lora: bool = False  # train LoRA adapters; the reference = the same weights, adapters off
-    lora_r: int = 16
-    lora_alpha: int = 32  # LoRA scale = lora_alpha / lora_r
-    model_dtype: str = "float32"  # weights as loaded (bfloat16 halves a LoRA base's memory)
-    gradient_checkpointing: bool = False  # recompute activations in the update (CUDA memory)
-    reward_model: str = ""  # sequence-classification directory; "" -> `reward` (built in)
-    reward_label: str = ""  # its label (name or index) to score; "" -> its single logit
-    prompts: str = ""  # JSONL ("prompt" field) / Parquet / text file; "" -> grammar prompts
-    max_prompt_tokens: int = 128  # longer prompts keep their last tokens
+    model: str = setting(
+        "", 'local Hugging Face causal-LM directory; "" -> the shipped grammar LM (--pretrained)'
+    )
+    lora: bool = setting(
+        False, "train LoRA adapters (peft); the reference = the same weights, adapters off"
+    )
+    lora_r: int = setting(16, "LoRA rank (with --lora)")
+    lora_alpha: int = setting(32, "LoRA scale = lora_alpha / lora_r (with --lora)")
+    model_dtype: str = setting(
+        "float32",
+        "dtype the --model weights are loaded in (bfloat16 halves a LoRA base's memory)",
+        choices=MODEL_DTYPES,
+    )
+    gradient_checkpointing: bool = setting(
+        False, "recompute activations in the update (CUDA memory; with --model)"
+    )
+    reward_model: str = setting(
+        "", 'local sequence-classification model directory as reward; "" -> --reward (built in)'
+    )
+    reward_label: str = setting("", 'its label (name or index) to score; "" -> its single logit')
+    prompts: str = setting(
+        "", 'JSONL (field "prompt") / Parquet / text file of prompts; "" -> grammar prompts'
+    )
+    max_prompt_tokens: int = setting(128, "longer prompts keep their last tokens")
     # -- reward & KL penalty ---------------------------------------------------------------
-    reward: str = "exclaim"
-    kl_controller: str = "adaptive"
-    kl_coef: float = 0.1  # initial β (the seed's "usually around 0.1")
-    target_kl: float = 0.05  # per-token mean KL the adaptive/proportional controllers aim at
-    kl_estimator: str = "k1"  # feeds the penalty and kl_mean/kl_max; all four are logged
-    kl_units: str = "per_token"  # kl_mean is a per-token mean (not a per-sequence sum)
-    kl_horizon: float = 10000.0  # proportional controller (Ziegler 2019)
-    adaptive_factor: float = 1.5  # adaptive controller (the seed's thermostat)
-    beta_min: float = 0.01
-    beta_max: float = 1.0
+    reward: str = setting(
+        "exclaim", "built-in reward (see --reward-model for your own)", choices=REWARDS
+    )
+    kl_controller: str = setting("adaptive", "how β is chosen each step", choices=CONTROLLERS)
+    kl_coef: float = setting(0.1, "initial β (the β of --kl-controller fixed)")
+    target_kl: float = setting(
+        0.05, "per-token mean KL the adaptive/proportional controllers aim at"
+    )
+    kl_estimator: str = setting(
+        "k1",
+        "per-token KL estimate that feeds the penalty and kl_mean/kl_max (all four are logged)",
+        choices=ESTIMATORS,
+    )
+    kl_units: str = setting(
+        "per_token",
+        "kl_mean is a per-token mean (not a per-sequence sum)",
+        choices=("per_token",),
+        no_flag="one value today; a field so that run.json records what kl_mean means",
+    )
+    kl_horizon: float = setting(10000.0, "horizon of the proportional controller (Ziegler 2019)")
+    adaptive_factor: float = setting(1.5, "adaptive controller: β × or ÷ this factor")
+    beta_min: float = setting(0.01, "adaptive controller: lower bound of β")
+    beta_max: float = setting(1.0, "adaptive controller: upper bound of β")
     # -- rollout ---------------------------------------------------------------------------
-    batch_size: int = 64  # prompts per step per process
-    prompt_words: int = 2  # prompt = <bos> + the first words of a grammar sentence
-    max_new_tokens: int = 20
+    batch_size: int = setting(64, "prompts per step per process")
+    prompt_words: int = setting(2, "grammar prompts: <bos> + the first words of a grammar sentence")
+    max_new_tokens: int = setting(20, "response length limit")
     # Sampling. log π is scored at the same temperature; top-k/top-p truncation samples from
     # another distribution than the one scored, which biases every KL estimate: off.
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0  # 0: off
+    temperature: float = setting(1.0, "sampling temperature (log π is scored at it too)")
+    top_p: float = setting(1.0, "nucleus sampling (1: off; truncation biases the KL)")
+    top_k: int = setting(0, "top-k sampling (0: off; truncation biases the KL)")
     # -- PPO -------------------------------------------------------------------------------
-    lr: float = 5e-6  # small: the no-penalty run should drift over hundreds of steps
-    ppo_epochs: int = 4
-    num_minibatches: int = 4
-    clip_range: float = 0.2
-    clip_range_value: float = 0.2
-    vf_coef: float = 0.5
-    entropy_coef: float = 0.0  # an entropy bonus would fight the KL penalty; off
-    gamma: float = 1.0
-    gae_lambda: float = 0.95
-    max_grad_norm: float = 1.0
-    micro_batch_size: int = 0  # sequences per forward/backward (gradient accumulation); 0: all
+    lr: float = setting(
+        5e-6, "Adam learning rate (small: the no-penalty run should drift over hundreds of steps)"
+    )
+    ppo_epochs: int = setting(4, "PPO epochs over each step's batch")
+    num_minibatches: int = setting(4, "minibatches per PPO epoch")
+    clip_range: float = setting(0.2, "PPO's clip range ε of the policy ratio")
+    clip_range_value: float = setting(0.2, "clip range of the value update")
+    vf_coef: float = setting(0.5, "value loss coefficient")
+    entropy_coef: float = setting(0.0, "entropy bonus (0: off; it would fight the KL penalty)")
+    gamma: float = setting(1.0, "discount γ")
+    gae_lambda: float = setting(0.95, "GAE λ")
+    max_grad_norm: float = setting(1.0, "gradient norm clipping")
+    micro_batch_size: int = setting(
+        0, "sequences per forward/backward (gradient accumulation; 0: all)"
+    )
     # -- bookkeeping -----------------------------------------------------------------------
-    checkpoint_every: int = 100
-    samples_every: int = 20
-    num_samples: int = 4
-    torch_threads: int = 0  # 0: torch's default
-    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept in run.json
+    checkpoint_every: int = setting(100, "steps between checkpoints (and one at the end)")
+    samples_every: int = setting(20, "steps between decoded samples in samples.jsonl")
+    num_samples: int = setting(4, "decoded samples written every samples_every steps")
+    torch_threads: int = setting(0, "torch CPU threads (0: torch's default)")
+    extra: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "free-form notes kept in run.json",
+            "no_flag": "a table of free-form notes: set it in a --config file",
+        },
+    )
 
     def validate(self) -> None:
-        choices = {
-            "kl_controller": CONTROLLERS,
-            "kl_estimator": ESTIMATORS,
-            "reward": REWARDS,
-            "device": DEVICES,
-            "kl_units": ("per_token",),
-            "model_dtype": MODEL_DTYPES,
-        }
-        for name, allowed in choices.items():
+        for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         positive = (
@@ -171,16 +226,23 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+# Each field's type as a class (int, float, str, bool, dict), from its annotation.
+FIELD_TYPES: dict[str, type] = {
+    name: typing.get_origin(hint) or hint
+    for name, hint in typing.get_type_hints(TrainConfig).items()
+}
+# The allowed values of each field that has a fixed set: `validate` and the CLI's choices.
+CHOICES: dict[str, tuple[str, ...]] = {
+    name: f.metadata["choices"] for name, f in FIELDS.items() if "choices" in f.metadata
+}
 
 
 def coerce(name: str, value: Any) -> Any:
     """Check one override against the field's type; ints are accepted for floats."""
     if name not in FIELD_TYPES:
         raise ConfigError(f"unknown config key {name!r}")
-    kind = {"int": int, "float": float, "str": str, "bool": bool, "dict[str, Any]": dict}[
-        str(FIELD_TYPES[name])
-    ]
+    kind = FIELD_TYPES[name]
     if kind is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"config key {name!r} must be true or false, got {value!r}")
