@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import synthetic_lines, write_run  # noqa: E402
 from monitor.charts import ChartOptions, run_figures  # noqa: E402
+from monitor.run_view import RunView  # noqa: E402
 from monitor.store import RunStore  # noqa: E402
 
 EXTRA = ["entropy"]
@@ -40,24 +41,20 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t0, out
 
 
-def alerts_of(entry: Any) -> list[Any]:
-    return list(entry.engine.alerts) if entry.engine is not None else []
-
-
-def build_page(entry: Any, options: ChartOptions) -> int:
+def build_page(view: RunView | None, options: ChartOptions) -> int:
     """Figures for the run page, serialized like st.plotly_chart does; returns JSON bytes."""
+    assert view is not None
     figures = run_figures(
-        entry.run, alerts_of(entry), options, extra=EXTRA,
-        thresholds=getattr(entry.engine, "th", None),
-    )  # fmt: skip
+        view.data, view.meaning, view.alerts, options, extra=EXTRA, thresholds=view.thresholds
+    )
     return sum(len(pio.to_json(fig, validate=False)) for fig in figures.values())
 
 
 def open_run(root: Path, options: ChartOptions) -> dict[str, float]:
     store = RunStore([root], watch=False)
     run_id = store.run_ids()[0]
-    load_s, entry = timed(lambda: store.get(run_id))
-    figures_s, nbytes = timed(lambda: build_page(entry, options))
+    load_s, view = timed(lambda: store.view(run_id))
+    figures_s, nbytes = timed(lambda: build_page(view, options))
     store.close()
     return {"load": load_s, "figures": figures_s, "bytes": nbytes}
 
@@ -66,23 +63,23 @@ def refresh_once(
     store: RunStore, run_id: str, path: Path, options: ChartOptions
 ) -> tuple[float, float]:
     """(seconds for store.refresh alone, seconds for refresh + figures + JSON)."""
-    entry = store.entry(run_id)
-    assert entry is not None and entry.run is not None
-    start = entry.run.last_step + 1
+    view = store.view(run_id)
+    assert view is not None and view.data.last_step is not None
+    start = view.data.last_step + 1
     with open(path, "ab") as f:
         f.write(synthetic_lines(start, 100, seed=start))
     t0 = time.perf_counter()
     store.mark_dirty(path.parent)  # what the watchdog event does
     assert store.refresh(run_id)
     read_s = time.perf_counter() - t0
-    build_page(store.entry(run_id), options)
+    build_page(store.view(run_id), options)
     return read_s, time.perf_counter() - t0
 
 
 def live(root: Path, appends: int) -> dict[str, tuple[float, float]]:
     store = RunStore([root], watch=False)
     run_id = store.run_ids()[0]
-    store.get(run_id)
+    store.view(run_id)
     path = root / "run" / "metrics.jsonl"
     out = {}
     for label, options in (
