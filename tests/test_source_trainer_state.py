@@ -16,7 +16,9 @@ from monitor.sources import find_runs, open_source
 from monitor.sources.base import RunLocation
 from monitor.sources.trainer_state import TrainerStateSource, locate
 
-TrainerState = pytest.importorskip("transformers").TrainerState
+# Importing transformers' TrainerState takes ~5 s (it pulls in torch and the Trainer's
+# utilities): these tests run in `make test`, not in the quick `make check` lane.
+pytestmark = pytest.mark.slow
 
 
 def train_log(step: int) -> dict[str, Any]:
@@ -33,6 +35,8 @@ def train_log(step: int) -> dict[str, Any]:
 
 
 def save(directory: Path, history: list[dict[str, Any]], **fields: Any) -> Path:
+    from transformers import TrainerState  # lazily: collecting this module stays cheap
+
     directory.mkdir(parents=True, exist_ok=True)
     steps = [entry["step"] for entry in history if isinstance(entry.get("step"), int)]
     state = TrainerState(

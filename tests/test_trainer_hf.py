@@ -15,8 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("transformers")
-
 from monitor.__main__ import main as monitor_main
 from trainer.__main__ import main
 from trainer.config import TrainConfig
@@ -134,7 +132,6 @@ def test_frozen_copy_run_keeps_the_contract(
 def test_lora_reference_is_the_model_with_adapters_off_and_resumes(
     tiny: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    pytest.importorskip("peft")
     policy, _ = tiny
     straight = _train(tmp_path, "lora", "--model", str(policy), "--lora", "--lora-r", "4")
     rows = _check_contract(straight)
