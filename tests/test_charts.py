@@ -11,7 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from monitor.alerts import Alert
+from monitor.alerts import Alert, resolve_thresholds
 from monitor.charts import (
     DEFAULT_BAND,
     ChartOptions,
@@ -28,6 +28,7 @@ from monitor.charts import (
     series_figure,
 )
 from monitor.downsample import DEFAULT_BUDGET
+from monitor.rules import AlertConfig
 
 
 @dataclass
@@ -132,9 +133,8 @@ def test_band_from_alert_thresholds_wins() -> None:
 
 def test_fallback_band_matches_the_alert_engines_defaults() -> None:
     # Without an engine at hand the chart must still draw the band the alerts judge by.
-    alerts = pytest.importorskip("monitor.alerts")
     for info in ({"kl": {"target": 0.05, "units": "per_token"}}, {}):
-        th = alerts.resolve_thresholds(alerts.AlertConfig(), info)
+        th = resolve_thresholds(AlertConfig(), info)
         band = kl_band(info)
         assert band is not None
         assert (band.low, band.high) == pytest.approx((th.low, th.high))
