@@ -32,7 +32,6 @@ MAX_PROBLEMS_KEPT = 200  # a garbage file must not grow memory without bound
 STALL_FACTOR = 20.0  # "far longer than its usual step interval"
 STALL_MIN_SECONDS = 60.0
 LIVE_SECONDS = 60.0  # a run without a declared status is live if written this recently
-RUN_STATUSES = ("running", "finished", "failed", "stalled")
 
 
 class Run:
