@@ -195,7 +195,7 @@ def raised_rows(kl: np.ndarray, info: dict, live_from: int, onset: int | None) -
     """Rows seen when each kl_growth alert was raised: rows [0, live_from) in one update (a
     multiple of the block), then PIECE rows per update until the first alert at or after the
     onset, then the rest at once (its alerts are counted, their rows are only bounds)."""
-    run, engine = TraceRun(kl, info), AlertEngine(info=info)
+    run, engine = TraceRun(kl, info), AlertEngine()  # reads run.info, as from run.json
     raised: list[int] = []
     cut = live_from
     while True:

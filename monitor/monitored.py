@@ -61,7 +61,7 @@ class MonitoredRun:
     @property
     def thresholds(self) -> Thresholds | None:
         """What the KL is judged against (None before the first rows arrive)."""
-        return getattr(self.engine, "th", None)
+        return self.engine.th
 
 
 def check_run(run: Run, config: AlertConfig | None = None, now: float | None = None) -> list[Alert]:

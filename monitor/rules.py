@@ -133,7 +133,8 @@ class GrowthConfig:
 
     def window_rows(self) -> list[int]:
         """min_window_rows doubled up to max_window_rows (at least the first)."""
-        rows, out = max(1, self.min_window_rows), []
+        rows = max(1, self.min_window_rows)
+        out: list[int] = []
         while not out or rows <= self.max_window_rows:
             out.append(rows)
             rows *= 2

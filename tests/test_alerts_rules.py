@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from monitor import AlertConfig, AlertEngine, RulesError, load_run
+from monitor.alerts import resolve_thresholds
+from monitor.alerts.registry import BLOCK_RULES, ROW_RULES
 from monitor.rules import load_rules_file
 from tests.test_alerts import HEALTHY_INFO, alerts_for, noisy, rules, trace, write_run
 
@@ -78,3 +80,12 @@ def test_missing_rules_file(tmp_path: Path) -> None:
 def test_windows_round_up_to_blocks() -> None:
     config = AlertConfig()
     assert config.blocks(200) == 4 and config.blocks(201) == 5 and config.blocks(1) == 1
+
+
+def test_a_disabled_rule_builds_no_detector() -> None:
+    adaptive = {"kl": {"controller": "adaptive"}}  # beta_saturated judges only such runs
+    for rule, build in {**ROW_RULES, **BLOCK_RULES}.items():
+        on = AlertConfig()
+        off = on.merged({rule: {"enabled": False}}, "test")
+        assert build(on, resolve_thresholds(on, adaptive)) is not None, rule
+        assert build(off, resolve_thresholds(off, adaptive)) is None, rule

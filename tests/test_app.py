@@ -41,17 +41,6 @@ def unescape(text: str) -> str:
     return text.replace("\\", "")
 
 
-def has_alerts() -> bool:
-    try:
-        import monitor.alerts  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_alerts = pytest.mark.skipif(not has_alerts(), reason="monitor.alerts not built yet")
-
-
 def add_nan(run_dir: Path, step: int) -> None:
     writer = RunWriter(run_dir)
     writer.log(step, kl_mean=NAN, kl_max=NAN, beta=0.1, reward_mean=0.5)
@@ -147,7 +136,6 @@ def test_run_page_parts(root: Path, make_run: Callable) -> None:
     assert any("sat **bold**" in str(v) for v in samples.to_numpy().ravel())
 
 
-@needs_alerts
 def test_alerts_are_shown_in_banner_chart_and_table(root: Path, make_run: Callable) -> None:
     run_dir = make_run(root, "diverged", steps=200)
     add_nan(run_dir, 200)
@@ -162,7 +150,6 @@ def test_alerts_are_shown_in_banner_chart_and_table(root: Path, make_run: Callab
     assert markers and 200 in markers[0]["x"]
 
 
-@needs_alerts
 def test_healthy_run_says_healthy(root: Path, make_run: Callable) -> None:
     make_run(root, "calm", steps=150)
     at = open_app(run="runs/calm")
@@ -286,7 +273,6 @@ def test_compare_with_one_unknown_run(root: Path, make_run: Callable) -> None:
     assert any("ghost" in unescape(t) for t in texts(at.error))
 
 
-@needs_alerts
 def test_sidebar_counts_the_open_runs_alerts_on_first_load(root: Path, make_run: Callable) -> None:
     run_dir = make_run(root, "diverged", steps=200)
     add_nan(run_dir, 200)

@@ -4,10 +4,14 @@ breaks one fails here with the file and line instead of in a deployment."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from monitor.alerts.registry import registered_rules
+from monitor.rules import RULE_IDS, AlertConfig
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "peft", "streamlit")
@@ -105,3 +109,19 @@ def test_pages_read_frozen_views_only(name: str) -> None:
         ):
             bad.append(f"{name}:{node.lineno}: store.{node.func.attr}()")
     assert not bad, bad
+
+
+def test_every_rule_id_has_one_detector_a_config_section_and_docs() -> None:
+    """Adding a rule (docs/alerts.md) touches the registry, monitor/rules.py and the docs:
+    a rule id missing from any of them, or a detector without a rule id, fails here."""
+    registered = registered_rules()
+    assert len(registered) == len(set(registered)), "a rule id is registered twice"
+    assert sorted(registered) == sorted(RULE_IDS)
+    sections = {f.name for f in dataclasses.fields(AlertConfig)}
+    for rule in RULE_IDS:
+        assert rule in sections, f"AlertConfig has no section '{rule}'"
+        section = getattr(AlertConfig(), rule)
+        assert isinstance(section.enabled, bool) and isinstance(section.severity, str), rule
+    docs = (REPO / "docs" / "alerts.md").read_text()
+    undocumented = [r for r in RULE_IDS if f"| `{r}` |" not in docs]
+    assert not undocumented, f"rules missing from docs/alerts.md's table: {undocumented}"

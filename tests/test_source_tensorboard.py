@@ -125,6 +125,7 @@ def test_locate_only_directories_holding_event_files(tmp_path: Path) -> None:
 def test_torch_summary_writer_with_transformers_args(tmp_path: Path) -> None:
     """What transformers' TensorBoardCallback writes: add_text("args", json), add_scalar."""
     from torch.utils import tensorboard
+
     run = tmp_path / "grpo-out" / "runs" / "Nov25_10-00-00_host"
     writer = tensorboard.SummaryWriter(log_dir=str(run))
     writer.add_text("args", json.dumps({"output_dir": "grpo-out", "beta": 0.04}, indent=2))

@@ -1,0 +1,54 @@
+"""Every alert rule's detector, by rule id: the engine runs what is listed here.
+
+A rule is listed under how it judges a run:
+
+- `ROW_RULES`: fed every batch of new rows (`RowDetector`);
+- `BLOCK_RULES`: fed the aligned blocks of `block_rows` rows a batch completes (`BlockRule`);
+- `CLOCK_RULES`: asked with the wall clock whenever alerts are asked for.
+
+Row and block builders take the run's resolved config and thresholds and return the rule's
+detector for that run, or None when the rule is off for it. Adding a rule: docs/alerts.md,
+"Adding a rule". tests/test_architecture.py checks that these ids are exactly
+`monitor.rules.RULE_IDS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from monitor.alerts import band, controller, growth, leash, nonfinite, reward, spikes, stall
+from monitor.alerts.detector import BlockRule, RowDetector
+from monitor.alerts.model import Alert
+from monitor.alerts.thresholds import Thresholds
+from monitor.rules import AlertConfig
+from monitor.run import Run
+
+RowBuilder = Callable[[AlertConfig, Thresholds], RowDetector | None]
+BlockBuilder = Callable[[AlertConfig, Thresholds], BlockRule | None]
+# (config, run, now, the rule's last episode or None) -> its episode now
+ClockCheck = Callable[[AlertConfig, Run, float, Alert | None], Alert | None]
+
+ROW_RULES: dict[str, RowBuilder] = {
+    "kl_nonfinite": nonfinite.kl_nonfinite,
+    "kl_spike": spikes.kl_spike,
+    "no_kl_penalty": leash.no_kl_penalty,
+    "kl_missing": leash.kl_missing,
+}
+
+BLOCK_RULES: dict[str, BlockBuilder] = {
+    "kl_high": band.kl_high,
+    "kl_low": band.kl_low,
+    "kl_negative": band.kl_negative,
+    "kl_growth": growth.kl_growth,
+    "beta_saturated": controller.beta_saturated,
+    "reward_hacking": reward.reward_hacking,
+}
+
+CLOCK_RULES: dict[str, ClockCheck] = {
+    "run_stalled": stall.run_stalled,
+}
+
+
+def registered_rules() -> list[str]:
+    """Every rule id with a detector (each listed once across the three tables)."""
+    return [*ROW_RULES, *BLOCK_RULES, *CLOCK_RULES]
