@@ -40,13 +40,14 @@ test: $(VENV)/.installed chromium
 	$(PY) -m pytest
 
 # The quick lane before a commit: lint, format, types and the tests that take seconds (no
-# browser; no torchrun, TRL, kill -9 or packaging tests: those are marked slow). `make test`
-# runs everything, and is what CI runs.
+# browser; no torchrun, TRL, transformers, kill -9 or packaging tests: those are marked
+# slow), spread over every core (pytest-xdist). `make test` runs everything, one test at a
+# time (the browser tests time latencies), and is what CI runs.
 check: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
-	$(PY) -m pytest -q -m "not browser and not slow"
+	$(PY) -m pytest -q -m "not browser and not slow" -n auto
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
