@@ -9,9 +9,11 @@ watch  tail the runs and print each new alert as it is raised (Ctrl-C stops); wi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
-import time
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,24 +224,46 @@ def cmd_watch(args: argparse.Namespace, config: AlertConfig) -> int:
     watcher = Watcher(args.paths, config, args.preset)
     cycle = 0
     try:
-        while True:
-            for run, alert in watcher.poll():
-                if args.json:
-                    line = json.dumps({"path": str(run.path), **alert.to_dict()}, allow_nan=False)
-                else:
-                    line = format_line(run, alert)
-                print(line, flush=True)
-            if notifier:
-                notifier.observe(watcher.runs.values())
-            cycle += 1
-            if args.iterations and cycle >= args.iterations:
-                return EXIT_OK
-            time.sleep(args.interval)
-    except KeyboardInterrupt:
-        return EXIT_OK
+        with stop_on_signals() as stop:
+            while not stop.is_set():
+                for run, alert in watcher.poll():
+                    if args.json:
+                        record = {"path": str(run.path), **alert.to_dict()}
+                        line = json.dumps(record, allow_nan=False)
+                    else:
+                        line = format_line(run, alert)
+                    print(line, flush=True)
+                if notifier:
+                    notifier.observe(watcher.runs.values())
+                cycle += 1
+                if args.iterations and cycle >= args.iterations:
+                    break
+                stop.wait(args.interval)
     finally:
         if notifier:
-            notifier.close()
+            notifier.close()  # pending messages get a few seconds to go out
+    return EXIT_OK
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """Ctrl-C and SIGTERM (systemd's stop) set an event the watch loop checks between polls,
+    instead of raising KeyboardInterrupt wherever the main thread happens to be (inside a
+    read, a lock, a queue): the loop ends cleanly and flushes what is pending. A second
+    signal while flushing acts as before (Ctrl-C interrupts the flush)."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signal handlers can only be set from the main thread
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in signals}
+    for sig in signals:
+        signal.signal(sig, lambda _signum, _frame: stop.set())
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # -- entry point ------------------------------------------------------------------------------

@@ -352,8 +352,12 @@ def test_messages_beyond_the_rate_window_are_held_and_sent_as_one_digest(
 # -- end to end: a NaN in a live run, `python -m monitor watch`, a local webhook ---------------
 
 
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "term"])
 def test_nan_in_a_live_run_reaches_the_webhook_within_5_s(
-    tmp_path: Path, receiver: Receiver, record_property: Callable[[str, object], None]
+    tmp_path: Path,
+    receiver: Receiver,
+    record_property: Callable[[str, object], None],
+    stop_signal: signal.Signals,
 ) -> None:
     run = live_run(tmp_path / "runs", "live")
     state = tmp_path / "state" / "notify.json"
@@ -372,8 +376,14 @@ def test_nan_in_a_live_run_reaches_the_webhook_within_5_s(
         bodies = receiver.wait_for(1, timeout=10)
         latency = receiver.arrived[0] - t0
     finally:
-        proc.send_signal(signal.SIGINT)  # Ctrl-C: the watcher flushes and exits 0
-        out, err = proc.communicate(timeout=15)
+        proc.send_signal(stop_signal)  # Ctrl-C or systemd's stop: the watcher flushes, exits 0
+        try:
+            out, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail(f"watch did not stop within 15 s of {stop_signal!r}: {out!r} {err!r}")
+    assert proc.returncode == 0, err
     record_property("nan_to_webhook_s", round(latency, 3))
     print(f"NaN written -> webhook received: {latency:.2f} s (poll interval 2 s)")
     assert [b["title"] for b in bodies] == ["CRITICAL: kl_nonfinite in live at step 300"]
