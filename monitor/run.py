@@ -57,6 +57,7 @@ class Run:
         self.last_write_time: float | None = None  # mtime of the newest data file
         self.meaning = KLMeaning("", "unknown trainer")
         self.preset_problem: str | None = None
+        self.info_generation = 0  # bumped whenever the run's metadata (info) changes
         self._raw_names: dict[str, None] = {}  # in first-seen order
         self._meaning_changes = 0  # bumps `generation` when the mapping changes under rows
         # Decided once, then again only when names or metadata change: a run no preset
@@ -97,6 +98,7 @@ class Run:
             # After the read: some formats carry their metadata inside the data (TensorBoard's
             # args text), and a status written after the last records then matches them.
             info_changed = self.source.refresh_info()
+            self.info_generation += info_changed
             if info_changed or len(self._raw_names) != names_before or not self._meaning_decided:
                 self._decide_meaning()
             return parsed
@@ -105,6 +107,7 @@ class Run:
         """Re-read the run's metadata (run.json, …) if it changed (the sidebar probe uses it)."""
         with self._lock:
             if self.source.refresh_info():
+                self.info_generation += 1
                 self._decide_meaning()
 
     def _decide_meaning(self) -> None:

@@ -21,8 +21,8 @@ from monitor.run import Sample, read_samples
 from monitor.table import SeriesData
 
 LIVE_STATUSES = ("running", "stalled")  # a run that may still be written
-# What changes when a run's content does: table generation, rows, records skipped, the
-# metadata object (replaced on change), the read error.
+# What changes when a run's content does: table generation, rows, records skipped, metadata
+# changes, the read error.
 DataVersion = tuple[int, int, int, int, str | None]
 
 

@@ -412,7 +412,7 @@ class RunStore:
             monitored.update()
             self._tally_alerts(entry, monitored)
             entry.monitored = monitored
-            version = (run.generation, run.n_rows, run.skipped, id(run.info), run.read_error)
+            version = (run.generation, run.n_rows, run.skipped, run.info_generation, run.read_error)
             changed = version != entry.version
             entry.version = version
             return changed

@@ -76,3 +76,30 @@ def test_a_view_carries_alerts_thresholds_and_meaning(tmp_path: Path) -> None:
         )  # the clock moved between the two
         assert pulse.alert_count == len([a for a in view.alerts if a.active])
         assert view.status == "finished" and not pulse.live
+
+
+@pytest.mark.parametrize("with_run_json", [True, False])
+def test_an_unchanged_run_keeps_its_version(tmp_path: Path, with_run_json: bool) -> None:
+    """A viewer redraws when the version changes: re-reading an unchanged run (every poll)
+    must not change it — a run without run.json once did, so every viewer of a hand-written
+    logger's run redrew its whole page every 2 s."""
+    run_dir = tmp_path / "run"
+    with RunWriter(run_dir) as writer:
+        for step in range(5):
+            writer.log(step, **KL)
+    if not with_run_json:
+        (run_dir / "run.json").unlink()
+    rid = f"{tmp_path.name}/run"
+    with RunStore([tmp_path], watch=False, poll_interval_s=0.0) as store:
+        first = store.view(rid)
+        assert first is not None and first.data.n_rows == 5
+        for _ in range(3):
+            store.mark_dirty(run_dir)
+            assert not store.refresh(rid)
+            pulse = store.pulse(rid)
+            assert pulse is not None and pulse.version == first.pulse.version
+        with RunWriter(run_dir) as writer:
+            writer.log(5, **KL)
+        assert store.refresh(rid)
+        pulse = store.pulse(rid)
+        assert pulse is not None and pulse.version != first.pulse.version

@@ -57,11 +57,15 @@ class KLWatchSource(Source):
         except FileNotFoundError:
             # run.json is optional: a hand-written logger or another framework's callback
             # writes metrics.jsonl only. Its absence is not a problem to report.
-            changed = self._info_stamp is not None or bool(self.info)
-            self.info, self.info_problem, self._info_stamp = {}, None, None
+            changed = self._info_stamp is not None or bool(self.info) or bool(self.info_problem)
+            if changed:  # the same (empty) metadata stays the same object: nothing to redraw
+                self.info, self.info_problem, self._info_stamp = {}, None, None
             return changed
         except OSError as e:
-            self.info, self.info_problem = {}, f"{self.info_path}: {e.strerror}"
+            problem = f"{self.info_path}: {e.strerror}"
+            if problem == self.info_problem:
+                return False  # still unreadable, for the same reason
+            self.info, self.info_problem, self._info_stamp = {}, problem, None
             return True
         stamp = (st.st_mtime, st.st_size)
         if stamp == self._info_stamp:

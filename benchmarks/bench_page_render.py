@@ -1,0 +1,124 @@
+"""Where a viewer's browser spends its CPU: one chromium page, profiled through DevTools.
+
+The server's cost per extra viewer is small (bench_viewers.py); on a machine that also runs
+the browsers, the pages' own rendering is what runs out of CPU. This opens one page on a run
+written at 10 Hz and one on a finished run (the baseline, measured in the same run), and
+prints for each the renderer main thread's busy time in % of one core (DevTools Performance
+TaskDuration over the window), split into script, layout and style, and the JavaScript
+self time by bundle (plotly, React, Streamlit's markdown, …) from a sampling profile.
+
+Usage: python benchmarks/bench_page_render.py [--runs 100] [--seconds 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+from benchmarks._common import write_run  # noqa: E402
+from monitor import RunWriter  # noqa: E402
+from tools.live_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server  # noqa: E402
+
+HEALTHY = {"kl_mean": 0.05, "kl_max": 0.15, "beta": 0.1, "reward_mean": 0.5}
+METRICS = ("TaskDuration", "ScriptDuration", "LayoutDuration", "RecalcStyleDuration")
+
+
+def writer_at_10_hz(run_dir: Path) -> threading.Event:
+    writer = RunWriter(run_dir, name="live")
+    for step in range(300):
+        writer.log(step, **HEALTHY)
+    stop = threading.Event()
+
+    def loop() -> None:
+        step = 300
+        while not stop.wait(0.1):
+            writer.log(step, **HEALTHY)
+            step += 1
+        writer.close()
+
+    threading.Thread(target=loop, daemon=True).start()
+    return stop
+
+
+def profile(page: Any, seconds: float) -> dict[str, Any]:
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Performance.enable")
+    cdp.send("Profiler.enable")
+    cdp.send("Profiler.setSamplingInterval", {"interval": 1000})
+    before = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+    cdp.send("Profiler.start")
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    samples = cdp.send("Profiler.stop")["profile"]
+    wall = time.monotonic() - t0
+    after = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+    busy = {name: 100 * (after[name] - before[name]) / wall for name in METRICS}
+    return {"busy": busy, "bundles": self_time_by_bundle(samples, wall)}
+
+
+def self_time_by_bundle(samples: dict[str, Any], wall: float) -> list[tuple[str, float]]:
+    """% of one core per script bundle (native work and idle left out)."""
+    nodes = {node["id"]: node for node in samples["nodes"]}
+    per_bundle: collections.Counter[str] = collections.Counter()
+    for node_id, micros in zip(samples["samples"], samples["timeDeltas"], strict=False):
+        url = nodes[node_id]["callFrame"]["url"]
+        if url:
+            bundle = url.rsplit("/", 1)[-1].split(".")[0]  # PlotlyChart.D9Z0_fxz.js → PlotlyChart
+            per_bundle[bundle] += micros
+    return [(name, 100 * us / 1e6 / wall) for name, us in per_bundle.most_common(6)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=100, help="finished runs in the sidebar")
+    parser.add_argument("--seconds", type=float, default=15.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "bench"
+        for i in range(args.runs):
+            write_run(root / f"run{i:03d}", 2000)
+        stop = writer_at_10_hz(root / "live")
+        results = {}
+        try:
+            with streamlit_server([root]) as (url, _proc), sync_playwright() as p:
+                browser = p.chromium.launch(
+                    executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+                )
+                for label, run_id in (("finished run", "bench/run000"), ("live run", "bench/live")):
+                    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+                    page.goto(f"{url}/?run={run_id}")
+                    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+                    time.sleep(3)  # past the first draw
+                    results[label] = profile(page, args.seconds)
+                    page.context.close()
+                browser.close()
+        finally:
+            stop.set()
+    print(f"one page, {args.runs} runs in the sidebar, {args.seconds:g} s; % of one core")
+    print(f"{'page':14s} {'busy':>6s} {'script':>7s} {'layout':>7s} {'style':>6s}")
+    for label, r in results.items():
+        b = r["busy"]
+        print(
+            f"{label:14s} {b['TaskDuration']:5.0f}% {b['ScriptDuration']:6.0f}% "
+            f"{b['LayoutDuration']:6.0f}% {b['RecalcStyleDuration']:5.0f}%"
+        )
+    live, idle = results["live run"]["busy"], results["finished run"]["busy"]
+    print(f"ratio live / finished (busy): {live['TaskDuration'] / idle['TaskDuration']:.1f}")
+    for label, r in results.items():
+        parts = ", ".join(f"{name} {pct:.0f}%" for name, pct in r["bundles"])
+        print(f"{label}: script self time by bundle: {parts}")
+
+
+if __name__ == "__main__":
+    main()
