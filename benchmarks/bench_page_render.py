@@ -7,7 +7,7 @@ prints for each the renderer main thread's busy time in % of one core (DevTools 
 TaskDuration over the window), split into script, layout and style, and the JavaScript
 self time by bundle (plotly, React, Streamlit's markdown, …) from a sampling profile.
 
-Usage: python benchmarks/bench_page_render.py [--runs 100] [--seconds 15]
+Usage: python benchmarks/bench_page_render.py [--runs 100] [--seconds 15] [--settle 20]
 """
 
 from __future__ import annotations
@@ -83,6 +83,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=100, help="finished runs in the sidebar")
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=20.0,
+        help="after the first draw (the server's first "
+        "pass over all runs changes every sidebar entry once)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "bench"
@@ -99,7 +106,7 @@ def main() -> None:
                     page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
                     page.goto(f"{url}/?run={run_id}")
                     page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
-                    time.sleep(3)  # past the first draw
+                    time.sleep(args.settle)
                     results[label] = profile(page, args.seconds)
                     page.context.close()
                 browser.close()
