@@ -97,18 +97,22 @@ class Run:
                 parsed += block.n
             # After the read: some formats carry their metadata inside the data (TensorBoard's
             # args text), and a status written after the last records then matches them.
-            info_changed = self.source.refresh_info()
-            self.info_generation += info_changed
-            if info_changed or len(self._raw_names) != names_before or not self._meaning_decided:
+            info_changed = self.refresh_info()  # decides the meaning again when it changed
+            if not info_changed and (
+                len(self._raw_names) != names_before or not self._meaning_decided
+            ):
                 self._decide_meaning()
             return parsed
 
-    def refresh_info(self) -> None:
-        """Re-read the run's metadata (run.json, …) if it changed (the sidebar probe uses it)."""
+    def refresh_info(self) -> bool:
+        """Re-read the run's metadata (run.json, …); True if it changed (then what KL means
+        is decided again). The sidebar probe calls it alone."""
         with self._lock:
-            if self.source.refresh_info():
+            changed = self.source.refresh_info()
+            if changed:
                 self.info_generation += 1
                 self._decide_meaning()
+            return changed
 
     def _decide_meaning(self) -> None:
         self._meaning_decided = True
