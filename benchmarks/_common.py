@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -35,12 +36,18 @@ def synthetic_lines(start: int, count: int, seed: int = 0) -> bytes:
     return "".join(out).encode()
 
 
-def write_run(run_dir: Path, steps: int, chunk: int = 100_000) -> Path:
+def write_run(run_dir: Path, steps: int, chunk: int = 100_000, written_s_ago: float = 0.0) -> Path:
+    """A metrics.jsonl of `steps` synthetic records (no run.json). `written_s_ago` dates the
+    file back: a run without run.json counts as running while its files grew in the last
+    minute, so a benchmark's "finished" runs must look written earlier."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "metrics.jsonl"
     with open(path, "wb") as f:
         for start in range(0, steps, chunk):
             f.write(synthetic_lines(start, min(chunk, steps - start)))
+    if written_s_ago:
+        then = time.time() - written_s_ago
+        os.utime(path, (then, then))
     return path
 
 

@@ -37,7 +37,10 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from plotly.subplots import make_subplots
+
 MODE, N = os.environ["CHART_MODE"], int(os.environ["CHART_POINTS"])
+LAYOUT = os.environ.get("CHART_LAYOUT", "separate")
 
 @st.cache_resource
 def figures():
@@ -58,6 +61,12 @@ def charts():
     figs = figures()
     if MODE == "changing":
         figs = [go.Figure(f).update_layout(title=str(time.time())) for f in figs]
+    if LAYOUT == "subplots":  # the same 4 traces as rows of one figure
+        one = make_subplots(rows=len(figs), cols=1, shared_xaxes=True, vertical_spacing=0.03)
+        for i, fig in enumerate(figs):
+            one.add_trace(fig.data[0], row=i + 1, col=1)
+        one.update_layout(height=340 * len(figs), hovermode="x unified", title=figs[0].layout.title)
+        figs = [one]
     for i, fig in enumerate(figs):
         st.plotly_chart(fig, key=f"chart{i}")
 
@@ -65,9 +74,9 @@ charts()
 """
 
 
-def busy_percent(app: Path, mode: str, points: int, seconds: float) -> float:
+def busy_percent(app: Path, mode: str, points: int, seconds: float, layout: str) -> float:
     port = free_port()
-    env = {**os.environ, "CHART_MODE": mode, "CHART_POINTS": str(points)}
+    env = {**os.environ, "CHART_MODE": mode, "CHART_POINTS": str(points), "CHART_LAYOUT": layout}
     command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port)]
     command += ["--server.address", "127.0.0.1", "--server.headless", "true"]
     command += ["--browser.gatherUsageStats", "false"]
@@ -104,18 +113,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, nargs="+", default=[500, 2000, 8000])
     parser.add_argument("--seconds", type=float, default=12.0)
+    parser.add_argument(
+        "--layouts",
+        nargs="+",
+        default=["separate"],
+        choices=["separate", "subplots"],
+        help="separate: 4 charts; subplots: the same traces as 4 rows of one figure",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         app = Path(tmp) / "charts_app.py"
         app.write_text(APP)
         print("renderer busy, % of one core (4 plotly charts, fragment every 1 s)")
-        print(f"{'points':>7s} {'static':>7s} {'same':>6s} {'changing':>9s}")
-        for points in args.points:
-            row = {
-                m: busy_percent(app, m, points, args.seconds)
-                for m in ("static", "same", "changing")
-            }
-            print(f"{points:7d} {row['static']:6.0f}% {row['same']:5.0f}% {row['changing']:8.0f}%")
+        print(f"{'layout':>9s} {'points':>7s} {'static':>7s} {'same':>6s} {'changing':>9s}")
+        for layout in args.layouts:
+            for points in args.points:
+                row = {
+                    m: busy_percent(app, m, points, args.seconds, layout)
+                    for m in ("static", "same", "changing")
+                }
+                print(
+                    f"{layout:>9s} {points:7d} {row['static']:6.0f}% {row['same']:5.0f}%"
+                    f" {row['changing']:8.0f}%",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Where a viewer's browser spends its CPU: one chromium page, profiled through DevTools.
 
 The server's cost per extra viewer is small (bench_viewers.py); on a machine that also runs
-the browsers, the pages' own rendering is what runs out of CPU. This opens one page on a run
-written at 10 Hz and one on a finished run (the baseline, measured in the same run), and
-prints for each the renderer main thread's busy time in % of one core (DevTools Performance
+the browsers, the pages' own rendering is what runs out of CPU. This opens, one after the
+other, a page on a run finished an hour ago (the baseline, measured in the same run), on a
+live run with a step every 5 s, and on a run written at 10 Hz, and prints for each the
+renderer main thread's busy time in % of one core (DevTools Performance
 TaskDuration over the window), split into script, layout and style, and the JavaScript
 self time by bundle (plotly, React, Streamlit's markdown, …) from a sampling profile.
 
@@ -31,18 +32,28 @@ from monitor import RunWriter  # noqa: E402
 from tools.live_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server  # noqa: E402
 
 HEALTHY = {"kl_mean": 0.05, "kl_max": 0.15, "beta": 0.1, "reward_mean": 0.5}
+SLOW_PERIOD_S = 5.0  # a big model's RLHF step
+# Profiled one after the other: a run finished an hour ago; a live run with a step every 5 s
+# (the page checks twice a second, redraws once per step); one written at 10 Hz (checks
+# twice a second, redraws once a second).
+PAGES = (
+    ("finished run", "bench/run000"),
+    ("live, a step every 5 s", "bench/slow"),
+    ("live, 10 Hz", "bench/live"),
+)
 METRICS = ("TaskDuration", "ScriptDuration", "LayoutDuration", "RecalcStyleDuration")
 
 
-def writer_at_10_hz(run_dir: Path) -> threading.Event:
-    writer = RunWriter(run_dir, name="live")
+def live_writer(run_dir: Path, period_s: float = 0.1) -> threading.Event:
+    """A run that gets a step every `period_s` (RunWriter: run.json says running)."""
+    writer = RunWriter(run_dir, name=run_dir.name)
     for step in range(300):
         writer.log(step, **HEALTHY)
     stop = threading.Event()
 
     def loop() -> None:
         step = 300
-        while not stop.wait(0.1):
+        while not stop.wait(period_s):
             writer.log(step, **HEALTHY)
             step += 1
         writer.close()
@@ -94,15 +105,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "bench"
         for i in range(args.runs):
-            write_run(root / f"run{i:03d}", 2000)
-        stop = writer_at_10_hz(root / "live")
+            write_run(root / f"run{i:03d}", 2000, written_s_ago=3600)
+        writers = [live_writer(root / "live"), live_writer(root / "slow", SLOW_PERIOD_S)]
         results = {}
         try:
             with streamlit_server([root]) as (url, _proc), sync_playwright() as p:
                 browser = p.chromium.launch(
                     executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
                 )
-                for label, run_id in (("finished run", "bench/run000"), ("live run", "bench/live")):
+                for label, run_id in PAGES:
                     page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
                     page.goto(f"{url}/?run={run_id}")
                     page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
@@ -111,17 +122,18 @@ def main() -> None:
                     page.context.close()
                 browser.close()
         finally:
-            stop.set()
+            for stop in writers:
+                stop.set()
     print(f"one page, {args.runs} runs in the sidebar, {args.seconds:g} s; % of one core")
-    print(f"{'page':14s} {'busy':>6s} {'script':>7s} {'layout':>7s} {'style':>6s}")
+    print(f"{'page':22s} {'busy':>6s} {'script':>7s} {'layout':>7s} {'style':>6s}")
     for label, r in results.items():
         b = r["busy"]
         print(
-            f"{label:14s} {b['TaskDuration']:5.0f}% {b['ScriptDuration']:6.0f}% "
+            f"{label:22s} {b['TaskDuration']:5.0f}% {b['ScriptDuration']:6.0f}% "
             f"{b['LayoutDuration']:6.0f}% {b['RecalcStyleDuration']:5.0f}%"
         )
-    live, idle = results["live run"]["busy"], results["finished run"]["busy"]
-    print(f"ratio live / finished (busy): {live['TaskDuration'] / idle['TaskDuration']:.1f}")
+    live, idle = results[PAGES[-1][0]]["busy"], results[PAGES[0][0]]["busy"]
+    print(f"live 10 Hz − finished (busy): {live['TaskDuration'] - idle['TaskDuration']:.0f}%")
     for label, r in results.items():
         parts = ", ".join(f"{name} {pct:.0f}%" for name, pct in r["bundles"])
         print(f"{label}: script self time by bundle: {parts}")

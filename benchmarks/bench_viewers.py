@@ -239,7 +239,7 @@ def main() -> None:
         os.environ["KLWATCH_TIMINGS"] = str(Path(tmp) / "timings.jsonl")
         root = Path(tmp) / "bench"
         for i in range(100):
-            write_run(root / f"run{i:03d}", 2000)
+            write_run(root / f"run{i:03d}", 2000, written_s_ago=3600)  # finished
         live = LiveRun(root / "live")
         try:
             with streamlit_server([root]) as (url, proc):
