@@ -114,7 +114,9 @@ class GrowthConfig:
     lookback_rows: int = 1200
     new_high_z: float = 0.5
     # 6. the window half its length ends still climbing: its own halves not levelling off
-    #    (as in 3, without the noise allowance), or its second half rising by z_still_rising.
+    #    (as in 3, but only refuted when slope_b − min_slope_ratio × slope_a is below zero by
+    #    more than z_still_steady standard errors), or its second half rising by z_still_rising.
+    z_still_steady: float = 1.0
     z_still_rising: float = 2.4
     # An alert starts where one window fired at verdicts in a row (one per block) spanning
     # sustain_rows with it, and at least twice (150-row window: 4 verdicts): a rise that

@@ -174,7 +174,11 @@ def _growth_windows(
                 "rise": latest - level[np.maximum(ends - w + 1, 0)],
                 "ratio": slope_b / slope_a,
             }
-            recent = (slope_b >= r0 * slope_a) | (z_last >= max(z_halves[w], sec.z_still_rising))
+            # Test 6 for the next (longer) window: this one's halves are not shown to level
+            # off (within the noise), or its second half clearly still rises.
+            recent = (slope_b - r0 * slope_a >= -sec.z_still_steady * se) | (
+                z_last >= max(z_halves[w], sec.z_still_rising)
+            )
     return fires, holds, found
 
 
