@@ -18,12 +18,10 @@ Usage: python benchmarks/bench_alert_latency.py [--episodes 30] [--only with|wit
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -32,83 +30,19 @@ sys.path.insert(0, str(ROOT))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from benchmarks.bench_viewers import BROWSER_ARGS, HEALTHY, WATCH_FOR_TEXT  # noqa: E402
+from benchmarks.bench_viewers import BROWSER_ARGS, WATCH_FOR_TEXT, LiveRun  # noqa: E402
 from monitor import RunWriter  # noqa: E402
 from tools.live_server import CHROMIUM, streamlit_server  # noqa: E402
+from tools.plain_logger import PlainLogger  # noqa: E402
 
 ALERT_TIMEOUT_S = 15.0
 CLEAR_ROWS = 15  # healthy rows after an episode: kl_nonfinite clears after 10 quiet rows
 
 
-class PlainLogger:
-    """metrics.jsonl lines and nothing else, as a trainer's own logging code writes them."""
-
-    def __init__(self, run_dir: Path) -> None:
-        run_dir.mkdir(parents=True)
-        self.path = run_dir / "metrics.jsonl"
-
-    def log(self, step: int, **values: float) -> None:
-        line = json.dumps({"step": step, "time": time.time(), **values}) + "\n"
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-
-    def close(self) -> None:
-        pass
-
-
-class Trainer10Hz:
-    """Writes a row every 0.1 s in a thread: healthy, or NaN while `diverged` is set."""
-
-    def __init__(self, writer: RunWriter | PlainLogger) -> None:
-        self.writer, self.step = writer, 0
-        for _ in range(300):
-            self._log(HEALTHY)
-        self.diverged, self.stop = threading.Event(), threading.Event()
-        self.first_nan: tuple[int, float] | None = None
-        self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-
-    def _log(self, values: dict[str, float]) -> None:
-        self.writer.log(self.step, **values)
-        self.step += 1
-
-    def _loop(self) -> None:
-        while not self.stop.wait(0.1):
-            with self.lock:
-                if self.diverged.is_set():
-                    if self.first_nan is None:
-                        self._log({**HEALTHY, "kl_mean": math.nan})
-                        self.first_nan = (self.step - 1, time.time())
-                    else:
-                        self._log({**HEALTHY, "kl_mean": math.nan})
-                else:
-                    self._log(HEALTHY)
-
-    def diverge(self) -> tuple[int, float]:
-        """Start writing NaN; (step, wall time) of the first NaN line once it is written."""
-        with self.lock:
-            self.first_nan = None
-            self.diverged.set()
-        while True:
-            with self.lock:
-                if self.first_nan is not None:
-                    return self.first_nan
-            time.sleep(0.01)
-
-    def recover(self) -> None:
-        self.diverged.clear()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=5)
-        self.writer.close()
-
-
 def episodes(root: Path, run_name: str, count: int, label: str) -> list[float]:
     run_dir = root / run_name
     writer = RunWriter(run_dir, name=run_name) if label == "with" else PlainLogger(run_dir)
-    trainer = Trainer10Hz(writer)
+    trainer = LiveRun(writer)
     latencies: list[float] = []
     try:
         with streamlit_server([root]) as (url, _proc), sync_playwright() as p:

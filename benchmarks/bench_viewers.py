@@ -39,6 +39,7 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 from benchmarks._common import write_run  # noqa: E402
 from monitor import RunWriter  # noqa: E402
 from tools.live_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server  # noqa: E402
+from tools.plain_logger import PlainLogger  # noqa: E402
 
 # Background pages must not be throttled: each is a viewer looking at its own screen.
 BROWSER_ARGS = [
@@ -63,17 +64,24 @@ WATCH_FOR_TEXT = """(text) => {
   check();
 }"""
 HEALTHY = {"kl_mean": 0.05, "kl_max": 0.15, "beta": 0.1, "reward_mean": 0.5}
+DIVERGED = {**HEALTHY, "kl_mean": math.nan}
 
 
 class LiveRun:
-    """A trainer stand-in at 10 Hz; `inject_nan()` writes a NaN and pauses writing until
-    `resume()` (so the alert stays active while pages are timed)."""
+    """A trainer stand-in at 10 Hz over `writer` (klwatch's RunWriter, or a plain logger).
 
-    def __init__(self, run_dir: Path) -> None:
-        self.writer = RunWriter(run_dir, name="live")
+    `inject_nan()` writes one NaN and pauses writing until `resume()` (so the alert stays
+    active while pages are timed); `diverge()` makes every row NaN until `recover()`, as a
+    diverged trainer keeps logging."""
+
+    def __init__(self, writer: RunWriter | PlainLogger) -> None:
+        self.writer = writer
         self.step = 0
         for _ in range(300):
             self._log(HEALTHY)
+        self.row = HEALTHY  # what the loop writes
+        self.first_nan: tuple[int, float] | None = None  # (step, wall time) since diverge()
+        self.lock = threading.Lock()
         self.paused = threading.Event()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
@@ -85,20 +93,39 @@ class LiveRun:
 
     def _loop(self) -> None:
         while not self.stop.wait(0.1):
-            if not self.paused.is_set():
-                self._log(HEALTHY)
+            with self.lock:
+                if self.paused.is_set():
+                    continue
+                self._log(self.row)
+                if self.row is DIVERGED and self.first_nan is None:
+                    self.first_nan = (self.step - 1, time.time())
 
     def inject_nan(self) -> tuple[int, float]:
         self.paused.set()
         time.sleep(0.15)  # let the loop see the pause
         step = self.step
-        self._log({**HEALTHY, "kl_mean": math.nan})
+        self._log(DIVERGED)
         return step, time.monotonic()
 
     def resume(self) -> None:
         for _ in range(12):  # quiet rows clear the episode
             self._log(HEALTHY)
         self.paused.clear()
+
+    def diverge(self) -> tuple[int, float]:
+        """Write NaN rows from the next tick on; (step, wall time) of the first one, once
+        it is written."""
+        with self.lock:
+            self.first_nan, self.row = None, DIVERGED
+        while True:
+            with self.lock:
+                if self.first_nan is not None:
+                    return self.first_nan
+            time.sleep(0.01)
+
+    def recover(self) -> None:
+        with self.lock:
+            self.row = HEALTHY
 
     def close(self) -> None:
         self.stop.set()
@@ -240,7 +267,7 @@ def main() -> None:
         root = Path(tmp) / "bench"
         for i in range(100):
             write_run(root / f"run{i:03d}", 2000, written_s_ago=3600)  # finished
-        live = LiveRun(root / "live")
+        live = LiveRun(RunWriter(root / "live", name="live"))
         try:
             with streamlit_server([root]) as (url, proc):
                 server = psutil.Process(proc.pid)

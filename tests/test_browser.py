@@ -9,7 +9,6 @@ without it these tests fail (they are never skipped into a green run).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -27,6 +26,7 @@ import pytest
 
 from monitor import RunWriter
 from tests.conftest import write_steps
+from tools.plain_logger import PlainLogger
 
 pytestmark = pytest.mark.browser
 
@@ -327,20 +327,6 @@ def test_live_trl_run_appears_and_grows_on_the_page(tmp_path: Path, page: object
 
 
 # -- write → alert latency, with and without run.json -------------------------------------------
-
-
-class PlainLogger:
-    """A hand-written logger: metrics.jsonl lines and nothing else (no run.json), as a
-    trainer's own code or a callback in another framework produces them."""
-
-    def __init__(self, run_dir: Path) -> None:
-        run_dir.mkdir(parents=True)
-        self.path = run_dir / "metrics.jsonl"
-
-    def log(self, step: int, **values: float) -> None:
-        line = json.dumps({"step": step, "time": time.time(), **values}) + "\n"
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
 
 
 @pytest.mark.parametrize("with_run_json", [True, False])
