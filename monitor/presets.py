@@ -30,7 +30,25 @@ KLWATCH_SERIES = (
     "reward_total",
     "entropy",
     "response_len",
+    # the health signals around KL (docs/run-format.md, "Health series")
+    "grad_norm",
+    "truncated_frac",
+    "zero_std_frac",
+    "reward_std",
+    "clip_frac",
+    "approx_kl",
+    "rollout_prob_diff",
+    "rollout_prob_diff_max",
+    "rollout_logp_diff",
+    "rollout_logp_diff_max",
+    "rollout_is_ratio",
+    "rollout_is_ratio_min",
+    "rollout_is_ratio_max",
+    "rollout_prob_corr",
+    "rollout_kl",
 )
+# The health series among them: charted in the page's Health row, listed by `check`.
+HEALTH_SERIES = KLWATCH_SERIES[KLWATCH_SERIES.index("entropy") :]
 KL_UNITS = ("per_token", "per_sequence")
 # Prefixes other loggers put in front of a trainer's own names: transformers' TensorBoard and
 # trackio callbacks log `train/<key>`; a name is matched with and without them.
@@ -70,6 +88,38 @@ _VERL_COMMON = {
     "reward_total": ("critic/rewards/mean",),
     "entropy": ("actor/entropy",),
     "response_len": ("response_length/mean",),
+    # verl 0.9.1: actor/* from the actor update (workers/engine_workers.py, core_algos.py),
+    # response_length/* from trainer/ppo/metric_utils.py, training/rollout_* from
+    # utils/debug/metrics.py (probabilities, not log-probabilities), rollout_corr/* from
+    # trainer/ppo/rollout_corr_helper.py (only with algorithm.rollout_correction.rollout_is)
+    "grad_norm": ("actor/grad_norm",),
+    "truncated_frac": ("response_length/clip_ratio",),
+    "clip_frac": ("actor/pg_clipfrac",),
+    "approx_kl": ("actor/ppo_kl",),
+    "rollout_prob_diff": ("training/rollout_probs_diff_mean",),
+    "rollout_prob_diff_max": ("training/rollout_probs_diff_max",),
+    "rollout_prob_corr": ("training/rollout_actor_probs_pearson_corr",),
+    "rollout_is_ratio": ("rollout_corr/rollout_is_mean",),
+    "rollout_is_ratio_min": ("rollout_corr/rollout_is_min",),
+    "rollout_is_ratio_max": ("rollout_corr/rollout_is_max",),
+}
+
+# TRL 1.16 GRPOTrainer/RLOOTrainer `_metrics` (grpo_trainer.py, rloo_trainer.py); grad_norm
+# from transformers' Trainer. sampling/* only with use_vllm and importance-sampling correction
+# (GRPO only); clip_ratio/region_mean is 0 by design with num_iterations = 1.
+_TRL_HEALTH = {
+    "entropy": ("entropy",),
+    "response_len": ("completions/mean_length",),
+    "grad_norm": ("grad_norm",),
+    "truncated_frac": ("completions/clipped_ratio",),
+    "zero_std_frac": ("frac_reward_zero_std",),
+    "reward_std": ("reward_std",),
+    "clip_frac": ("clip_ratio/region_mean",),
+    "rollout_logp_diff": ("sampling/sampling_logp_difference/mean",),
+    "rollout_logp_diff_max": ("sampling/sampling_logp_difference/max",),
+    "rollout_is_ratio": ("sampling/importance_sampling_ratio/mean",),
+    "rollout_is_ratio_min": ("sampling/importance_sampling_ratio/min",),
+    "rollout_is_ratio_max": ("sampling/importance_sampling_ratio/max",),
 }
 
 
@@ -79,19 +129,15 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "klwatch",
             "klwatch RunWriter",
-            _same(*KLWATCH_SERIES),
+            # klwatch's trainer logs its PPO clip fraction as `clipfrac`
+            {**_same(*KLWATCH_SERIES), "clip_frac": ("clip_frac", "clipfrac")},
             kl_units=None,  # run.json says
             signatures=(("kl_mean",),),
         ),
         Preset(
             "trl_grpo",
             "TRL GRPOTrainer",
-            {
-                "kl_mean": ("kl",),
-                "reward_mean": ("reward",),
-                "entropy": ("entropy",),
-                "response_len": ("completions/mean_length",),
-            },
+            {"kl_mean": ("kl",), "reward_mean": ("reward",), **_TRL_HEALTH},
             kl_units="per_token",
             kl_estimator="k3",
             signatures=(
@@ -106,12 +152,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "trl_rloo",
             "TRL RLOOTrainer",
-            {
-                "kl_mean": ("kl",),
-                "reward_mean": ("reward",),
-                "entropy": ("entropy",),
-                "response_len": ("completions/mean_length",),
-            },
+            {"kl_mean": ("kl",), "reward_mean": ("reward",), **_TRL_HEALTH},
             kl_units="per_token",
             kl_estimator="k1",
             signatures=(),  # same names as GRPO: chosen from the config, or by --preset
@@ -148,7 +189,17 @@ PRESETS: dict[str, Preset] = {
                 "kl_mean": ("kl",),
                 "reward_mean": ("reward",),
                 "reward_total": ("return",),
-                "response_len": ("response_length",),
+                # OpenRLHF (commit 3c3be62): trainer/ray/ppo_actor.py, trainer/ppo_trainer.py;
+                # entropy only with --actor.entropy_coef set, vllm_kl only with
+                # importance-sampling correction
+                "response_len": ("response_length", "rollout/response_length_mean"),
+                "entropy": ("entropy_loss",),
+                "grad_norm": ("actor_grad_norm",),
+                "truncated_frac": ("rollout/truncated_rate", "truncated"),
+                "reward_std": ("rollout/reward_std",),
+                "clip_frac": ("ppo_clip_ratio",),
+                "approx_kl": ("ppo_kl",),
+                "rollout_kl": ("vllm_kl",),
             },
             kl_units="per_token",
             kl_estimator="k1",  # --algo.kl.estimator default

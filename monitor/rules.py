@@ -40,6 +40,11 @@ RULE_IDS = (
     "reward_hacking",
     "no_kl_penalty",
     "kl_missing",
+    "entropy_collapse",
+    "no_learning_signal",
+    "completions_truncated",
+    "grad_spike",
+    "rollout_mismatch",
 )
 # Tables of a rules file read by other modules: [notify] by monitor/notify.py.
 HANDED_OVER = ("notify",)
@@ -145,12 +150,17 @@ class GrowthConfig:
 
 @dataclass(frozen=True)
 class LevelConfig:
-    """kl_high / kl_low: the smoothed mean KL outside the band for a sustained stretch."""
+    """kl_high / kl_low: evidence that mean KL is outside the band, accumulated row by row
+    (a CUSUM of log(level / edge) − margin, monitor/alerts/evidence.py): the further out,
+    the sooner. Defaults: 5× the edge is flagged in ~30 rows, 2× in ~75, 1.5× in ~150;
+    within margin of the edge never."""
 
     enabled: bool = True
     severity: str = "warning"
-    sustain_rows: int = 200
-    clear_rows: int = 200
+    margin: float = 0.1  # log units: levels within e^0.1 ≈ 1.1× of the edge gather nothing
+    evidence: float = 45.0  # the sum that raises the alert
+    clear_evidence: float = 20.0  # sum of log(edge / level) that clears it (0.5× in ~30 rows)
+    max_log_step: float = 3.0  # one row counts at most log 20: a spike is not a stretch
     warmup_steps: int = 0  # rows with step below this are never judged
 
 
@@ -214,6 +224,89 @@ class RunFactConfig:
 
 
 @dataclass(frozen=True)
+class EntropyCollapseConfig:
+    """entropy_collapse: entropy far below its own early level, on accumulated evidence."""
+
+    enabled: bool = True
+    severity: str = "warning"
+    metric: str = "entropy"
+    reference_rows: int = 20  # the early level: median of the first rows with a value
+    fraction: float = 0.4  # limit = this × the early level (a healthy sharpening: ~0.6)
+    margin: float = 0.05  # log units below the limit before a row counts
+    evidence: float = 10.0  # 0.3× the early level in ~40 rows, 0.2× in ~15
+    clear_evidence: float = 10.0
+    max_log_step: float = 3.0
+
+
+@dataclass(frozen=True)
+class NoLearningSignalConfig:
+    """no_learning_signal: prompt groups without reward spread, or a gradient of exactly 0.
+
+    The share of groups with zero reward std is judged as a Bernoulli rate: each row adds the
+    log-likelihood ratio of `dead_share` against `normal_share` (break-even ≈ 0.88); all
+    groups without spread flags in ~50 rows, 30-60 % (hard tasks) never.
+    """
+
+    enabled: bool = True
+    severity: str = "warning"
+    normal_share: float = 0.7  # the most zero-spread groups a learning run usually has
+    dead_share: float = 0.97  # what a run that learns nothing shows
+    evidence: float = 16.0
+    zero_grad_rows: int = 20  # a gradient norm of exactly 0 for this many rows in a row
+
+
+@dataclass(frozen=True)
+class TruncationConfig:
+    """completions_truncated: the share of completions that hit the length limit, judged as a
+    Bernoulli rate (break-even 0.5): all truncated flags in ~15 rows, 0.6 in ~75."""
+
+    enabled: bool = True
+    severity: str = "warning"
+    normal_share: float = 0.3
+    truncated_share: float = 0.7
+    evidence: float = 12.0
+
+
+@dataclass(frozen=True)
+class GradSpikeConfig:
+    """grad_spike: the gradient norm far above its recent robust level (like kl_spike)."""
+
+    enabled: bool = True
+    severity: str = "warning"
+    metrics: tuple[str, ...] = ("grad_norm",)
+    window_rows: int = 250
+    min_reference_rows: int = 50  # GRPO runs are short: judge from row 50
+    z: float = 6.0  # robust z on the log scale (σ = 0.5 noise stays quiet)
+    min_ratio: float = 5.0
+    min_value: float = 0.0  # any scale: gradient norms depend on the model
+    clear_rows: int = 10
+
+
+@dataclass(frozen=True)
+class RolloutMismatchConfig:
+    """rollout_mismatch: the rollout engine (vLLM, SGLang) and the trainer disagree about the
+    policy's probabilities. Each series present adds its evidence; the strongest row counts."""
+
+    enabled: bool = True
+    severity: str = "warning"
+    # verl FAQ: training/rollout_probs_diff_mean below 0.005 is healthy, above 0.01 points to
+    # a precision problem.
+    prob_diff_limit: float = 0.01
+    # TRL: mean |Δ log p| per token between vLLM and the trainer; 0.05 is ~5 % per token.
+    logp_diff_limit: float = 0.05
+    # TRL: the mean importance-sampling ratio π_trainer / π_vLLM away from 1 by more than this
+    # factor (either side)
+    is_ratio_limit: float = 1.1
+    # either difference grown to this many times its own early level (first reference_rows)
+    growth_factor: float = 4.0
+    reference_rows: int = 20
+    margin: float = 0.1
+    evidence: float = 20.0  # 2× a limit in ~35 rows, 5× in ~15
+    clear_evidence: float = 20.0
+    max_log_step: float = 3.0
+
+
+@dataclass(frozen=True)
 class AlertConfig:
     """Every threshold of every rule. Override with `AlertConfig().merged(mapping, source)`."""
 
@@ -223,7 +316,9 @@ class AlertConfig:
     kl_growth: GrowthConfig = field(default_factory=GrowthConfig)
     kl_high: LevelConfig = field(default_factory=LevelConfig)
     kl_low: LevelConfig = field(
-        default_factory=lambda: LevelConfig(severity="info", sustain_rows=250, warmup_steps=150)
+        # Twice the evidence of kl_high: a slow warm-up that reaches the band by step ~300 is
+        # not flagged; KL stuck at 0.6× the band's bottom (β too strong) is, by step ~370.
+        default_factory=lambda: LevelConfig(severity="info", evidence=90.0, warmup_steps=150)
     )
     kl_negative: NegativeConfig = field(default_factory=NegativeConfig)
     kl_nonfinite: NonfiniteConfig = field(default_factory=NonfiniteConfig)
@@ -232,6 +327,11 @@ class AlertConfig:
     reward_hacking: RewardHackingConfig = field(default_factory=RewardHackingConfig)
     no_kl_penalty: RunFactConfig = field(default_factory=RunFactConfig)
     kl_missing: RunFactConfig = field(default_factory=RunFactConfig)
+    entropy_collapse: EntropyCollapseConfig = field(default_factory=EntropyCollapseConfig)
+    no_learning_signal: NoLearningSignalConfig = field(default_factory=NoLearningSignalConfig)
+    completions_truncated: TruncationConfig = field(default_factory=TruncationConfig)
+    grad_spike: GradSpikeConfig = field(default_factory=GradSpikeConfig)
+    rollout_mismatch: RolloutMismatchConfig = field(default_factory=RolloutMismatchConfig)
 
     def merged(self, overrides: Mapping[str, Any], source: str) -> AlertConfig:
         """A copy with `overrides` applied; RulesError names any bad key and `source`."""

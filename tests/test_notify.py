@@ -442,12 +442,12 @@ def test_bad_notify_settings_exit_2_with_a_clear_message(
 def test_notify_table_lives_in_the_rules_file_beside_thresholds(tmp_path: Path) -> None:
     rules = tmp_path / "rules.toml"
     rules.write_text(
-        "[kl_high]\nsustain_rows = 400\n\n"
+        "[kl_high]\nevidence = 60\n\n"
         '[notify]\nurls = ["json://a.example/hook", "ntfy://klwatch-alerts"]\n'
         'dashboard_url = "https://k.example/klwatch/"\nmin_severity = "warning"\n'
         "digest_after = 3\n"
     )
-    assert load_rules_file(rules).kl_high.sustain_rows == 400  # [notify] is handed over
+    assert load_rules_file(rules).kl_high.evidence == 60  # [notify] is handed over
     from_file = load_notify_table(rules)
     assert from_file.urls == ("json://a.example/hook", "ntfy://klwatch-alerts")
     assert (from_file.min_severity, from_file.digest_after) == ("warning", 3)

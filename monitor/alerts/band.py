@@ -1,40 +1,42 @@
-"""kl_high, kl_low, kl_negative: block medians (means) of mean KL outside the healthy band
-(below zero) for a sustained stretch."""
+"""kl_high, kl_low: mean KL outside the healthy band, on evidence that accumulates faster the
+further out it is; kl_negative: block means of mean KL below zero for a sustained stretch."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
 
-from monitor.alerts.detector import BlockRule, Blocks, Verdict, sustained_episodes
+from monitor.alerts.detector import BlockRule, Blocks, Rows, Verdict, sustained_episodes
+from monitor.alerts.evidence import EvidenceEpisodes, EvidenceRule, log_excess
 from monitor.alerts.thresholds import Thresholds
 from monitor.episodes import Event
 from monitor.rules import AlertConfig, LevelConfig
 
 
-def kl_high(config: AlertConfig, th: Thresholds) -> BlockRule | None:
+def kl_high(config: AlertConfig, th: Thresholds) -> EvidenceRule | None:
     return _outside_band(
         "kl_high",
-        config,
         config.kl_high,
-        lambda level: level > th.high,
-        lambda step, level: (
-            f"Mean KL has stayed above the healthy band since step {step} ({level:.3g} > "
+        th.high,
+        above=True,
+        sentence=lambda step, level: (
+            f"Mean KL has been above the healthy band since step {step} ({level:.3g} > "
             f"{th.high:.3g}{th.unit}): the policy is drifting far from the reference — raise β "
             "or lower the learning rate, and read samples for reward hacking."
         ),
     )
 
 
-def kl_low(config: AlertConfig, th: Thresholds) -> BlockRule | None:
+def kl_low(config: AlertConfig, th: Thresholds) -> EvidenceRule | None:
     return _outside_band(
         "kl_low",
-        config,
         config.kl_low,
-        lambda level: level < th.low,
-        lambda step, level: (
-            f"Mean KL has stayed below the healthy band since step {step} ({level:.3g} < "
+        th.low,
+        above=False,
+        sentence=lambda step, level: (
+            f"Mean KL has been below the healthy band since step {step} ({level:.3g} < "
             f"{th.low:.3g}{th.unit}): the policy is barely moving — β may be too strong or the "
             "learning rate too small."
         ),
@@ -43,25 +45,34 @@ def kl_low(config: AlertConfig, th: Thresholds) -> BlockRule | None:
 
 def _outside_band(
     rule: str,
-    config: AlertConfig,
     sec: LevelConfig,
-    outside: Callable[[np.ndarray], np.ndarray],
+    edge: float,
+    *,
+    above: bool,
     sentence: Callable[[int, float], str],
-) -> BlockRule | None:
-    """kl_high / kl_low: block medians of mean KL on one side of the band, past the warm-up,
-    for sec.sustain_rows; `sentence(step, level)` says so."""
-    if not sec.enabled:
-        return None
+) -> EvidenceRule | None:
+    """kl_high / kl_low: per-token mean KL on one side of the band's `edge`, past the warm-up,
+    on evidence that grows with the distance (monitor/alerts/evidence.py)."""
+    if not sec.enabled or not math.isfinite(edge) or edge <= 0:
+        return None  # the band is off for this run (per-sequence KL, no length)
 
-    def judge(blocks: Blocks) -> Verdict:
-        stats = blocks.stats
-        with np.errstate(invalid="ignore"):
-            return Verdict(outside(stats["level"]) & (stats["step"] >= sec.warmup_steps))
+    def judge(rows: Rows) -> tuple[np.ndarray, np.ndarray]:
+        level = rows.raw["kl_mean"] / rows.per_token
+        # log(level / edge), each row capped: positive above the edge, negative below
+        log_ratio = log_excess(level, edge, 0.0, sec.max_log_step)
+        outside = log_ratio if above else -log_ratio
+        outward, inward = outside - sec.margin, -outside
+        warming = rows.steps < sec.warmup_steps
+        # During the warm-up no evidence builds up: each row resets the sum.
+        outward = np.where(warming, -(sec.evidence + sec.max_log_step), outward)
+        return outward, inward
 
-    def message(event: Event, blocks: Blocks, _verdict: Verdict) -> str:
-        return sentence(event.step, blocks.stats["level"][event.index])
+    def describe(step: int, i: int, rows: Rows) -> tuple[str, float, str]:
+        value = float(rows.raw["kl_mean"][i])
+        return "kl_mean", value, sentence(step, value / float(rows.per_token[i]))
 
-    return BlockRule(rule, sec.severity, "kl_mean", sustained_episodes(config, sec), judge, message)
+    episodes = EvidenceEpisodes(sec.evidence, sec.clear_evidence)
+    return EvidenceRule(rule, sec.severity, ("kl_mean",), episodes, judge, describe)
 
 
 def kl_negative(config: AlertConfig, _th: Thresholds) -> BlockRule | None:

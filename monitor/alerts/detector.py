@@ -57,9 +57,10 @@ class Blocks:
 
     `stats` has one value per block: `step` (its first), `level` (median of per-token mean
     KL), `native` (median of mean KL in the run's own units), `mean` and `sem` (mean and
-    standard error of `level`, for sign tests), `beta` and `reward` (medians). `rows` has
-    each block's rows, a (blocks, block_rows) matrix per series: `step`, `level`, `native`,
-    `beta`, `reward` (KL, β and reward forward-filled over missing rows).
+    standard error of `level`, for sign tests), `beta` and `reward` (medians), and the median
+    of each series a rule names in its `columns`, under that name. `rows` has each block's
+    rows, a (blocks, block_rows) matrix per series: `step`, `level`, `native`, `beta`,
+    `reward` and those columns (forward-filled over missing rows).
     """
 
     stats: dict[str, np.ndarray]
@@ -76,15 +77,29 @@ def block_stats(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     size = level.shape[1]
     with np.errstate(invalid="ignore", divide="ignore"):
         sem = level.std(axis=1, ddof=1) / math.sqrt(size) if size > 1 else np.zeros(len(level))
-    return {
+    stats = {
         "step": rows["step"][:, 0],
         "level": np.median(level, axis=1),
-        "native": np.median(rows["native"], axis=1),
         "mean": level.mean(axis=1),
         "sem": sem,
-        "beta": np.median(rows["beta"], axis=1),
-        "reward": np.median(rows["reward"], axis=1),
     }
+    for name, matrix in rows.items():
+        if name in ("native", "beta", "reward"):
+            stats[name] = np.median(matrix, axis=1)
+        elif name not in ("step", "level"):
+            stats[name] = _medians(matrix)  # a rule's own series may start later
+    return stats
+
+
+def _medians(matrix: np.ndarray) -> np.ndarray:
+    """Median of each row of `matrix`; NaN where a row has no value (a series not logged
+    yet), without numpy's all-NaN warning."""
+    if not np.isnan(matrix).any():
+        return np.median(matrix, axis=1)
+    out = np.full(matrix.shape[0], np.nan)
+    some = ~np.isnan(matrix).all(axis=1)
+    out[some] = np.nanmedian(matrix[some], axis=1)
+    return out
 
 
 @dataclass(frozen=True)
@@ -108,6 +123,7 @@ class BlockRule:
     judge: Callable[[Blocks], Verdict]
     message: Callable[[Event, Blocks, Verdict], str]
     value_key: str = "native"  # the block statistic reported as the alert's value
+    columns: tuple[str, ...] = ()  # series beyond KL, β and reward that `judge` reads
 
     def feed(self, blocks: Blocks, log: AlertLog) -> None:
         verdict = self.judge(blocks)

@@ -23,8 +23,9 @@ from monitor.presets import KLMeaning
 from monitor.rules import AlertConfig, config_for_run
 from monitor.run import Run
 
-# The series block rules read (forward-filled over missing rows), by the name they have in
-# `Blocks`: mean KL, β, reward.
+# The series every block rule reads (forward-filled over missing rows), by the name they have
+# in `Blocks`: mean KL, β, reward. A rule that reads others names them in `BlockRule.columns`;
+# they reach `Blocks` under their own names.
 BLOCK_SERIES = {"kl_mean": "native", "beta": "beta", "reward_mean": "reward"}
 
 
@@ -120,6 +121,8 @@ class AlertEngine:
         block_rules = (build(self.config, th) for build in BLOCK_RULES.values())
         self._row_detectors = [d for d in row_detectors if d is not None]
         self._block_rules = [r for r in block_rules if r is not None]
+        extra = {c for r in self._block_rules for c in r.columns} - set(BLOCK_SERIES)
+        self._fill.update({name: ForwardFill() for name in sorted(extra)})
 
     # -- feeding ----------------------------------------------------------------------------
 
@@ -127,7 +130,7 @@ class AlertEngine:
         assert self.th is not None  # set by _start
         logged = frozenset(run.series_names)
         length = self.config.band.length_column
-        names = {*BLOCK_SERIES, length}.union(*(d.columns for d in self._row_detectors))
+        names = {*self._fill, length}.union(*(d.columns for d in self._row_detectors))
         count = new.stop - new.start
         raw = {
             # run.column() of a never-logged series allocates the whole run: O(n), not O(new)
@@ -139,7 +142,7 @@ class AlertEngine:
         rows = Rows(steps, raw, per_token, logged, self.meaning)
         for detector in self._row_detectors:
             detector.feed(rows, self._log)
-        filled = {BLOCK_SERIES[name]: self._fill[name](raw[name]) for name in BLOCK_SERIES}
+        filled = {BLOCK_SERIES.get(name, name): fill(raw[name]) for name, fill in self._fill.items()}
         self._feed_blocks(
             {
                 "step": steps.astype(np.float64),

@@ -16,7 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from monitor.alerts import band, controller, growth, leash, nonfinite, reward, spikes, stall
+from monitor.alerts import (
+    band,
+    controller,
+    growth,
+    health,
+    leash,
+    nonfinite,
+    reward,
+    spikes,
+    stall,
+)
 from monitor.alerts.detector import BlockRule, RowDetector
 from monitor.alerts.model import Alert
 from monitor.alerts.thresholds import Thresholds
@@ -33,11 +43,16 @@ ROW_RULES: dict[str, RowBuilder] = {
     "kl_spike": spikes.kl_spike,
     "no_kl_penalty": leash.no_kl_penalty,
     "kl_missing": leash.kl_missing,
+    "kl_high": band.kl_high,
+    "kl_low": band.kl_low,
+    "entropy_collapse": health.entropy_collapse,
+    "no_learning_signal": health.no_learning_signal,
+    "completions_truncated": health.completions_truncated,
+    "grad_spike": spikes.grad_spike,
+    "rollout_mismatch": health.rollout_mismatch,
 }
 
 BLOCK_RULES: dict[str, BlockBuilder] = {
-    "kl_high": band.kl_high,
-    "kl_low": band.kl_low,
     "kl_negative": band.kl_negative,
     "kl_growth": growth.kl_growth,
     "beta_saturated": controller.beta_saturated,

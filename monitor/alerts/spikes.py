@@ -1,12 +1,15 @@
-"""kl_spike: a row's KL far above its recent robust level (docs/alerts.md, kl_spike).
+"""kl_spike, grad_spike: a row's KL (gradient norm) far above its recent robust level
+(docs/alerts.md).
 
-Each row's log KL is compared with the median and MAD of the previous `window_rows` rows
+Each row's log value is compared with the median and MAD of the previous `window_rows` rows
 (whole blocks, so a verdict never depends on where a refresh cut the data).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -14,15 +17,33 @@ from monitor.alerts.detector import LOG_FLOOR, Rows
 from monitor.alerts.model import AlertLog
 from monitor.alerts.thresholds import Thresholds
 from monitor.episodes import BlockReference, Episodes, ForwardFill
-from monitor.rules import AlertConfig, SpikeConfig
+from monitor.rules import AlertConfig, GradSpikeConfig, SpikeConfig
 
 MAD_TO_SIGMA = 1.4826  # MAD of a normal sample × this estimates its σ
+
+
+@dataclass(frozen=True)
+class SpikeSpec:
+    """What one spike rule judges and how it words it."""
+
+    rule: str
+    per_token: bool  # KL: divide by the per-token divisor; a gradient norm is unitless
+    positive_only: bool  # values ≤ 0 are no level (a gradient of exactly 0: no_learning_signal)
+    # (metric, value, step, ratio, reference) -> the sentence
+    sentence: Callable[[str, float, int, float, float], str]
 
 
 class Spikes:
     """Per metric: the row's log value against the robust reference of the rows before."""
 
-    def __init__(self, config: SpikeConfig, block_rows: int, reference_blocks: int) -> None:
+    def __init__(
+        self,
+        spec: SpikeSpec,
+        config: SpikeConfig | GradSpikeConfig,
+        block_rows: int,
+        reference_blocks: int,
+    ) -> None:
+        self.spec = spec
         self.config = config
         self.columns = config.metrics
         self._fill = {m: ForwardFill() for m in config.metrics}
@@ -36,46 +57,73 @@ class Spikes:
         cfg = self.config
         min_log = max(math.log(cfg.min_ratio), 0.0)
         hits, ratios, medians = {}, {}, {}
+        min_value = cfg.min_value
         for m in cfg.metrics:
-            value = rows.raw[m] / rows.per_token
+            value = rows.raw[m] / rows.per_token if self.spec.per_token else rows.raw[m]
+            if self.spec.positive_only:
+                value = np.where(value > 0, value, np.nan)
             filled = self._fill[m](value)
             x = np.log(np.maximum(filled, LOG_FLOOR))
             med, mad = self._reference[m].feed(x)
             # The reference never drops below min_value: early in training KL rises from ~0,
             # and 0.01 against a median of 1e-8 is a ratio of a million but no spike.
-            ref = np.maximum(med, math.log(cfg.min_value)) if cfg.min_value > 0 else med
+            ref = np.maximum(med, math.log(min_value)) if min_value > 0 else med
             with np.errstate(invalid="ignore"):
                 excess = x - ref
                 hits[m] = (
                     np.isfinite(value)
                     & (excess > np.maximum(cfg.z * MAD_TO_SIGMA * mad, min_log))
-                    & (value >= cfg.min_value)
+                    & (value >= min_value)
                 )
             ratios[m], medians[m] = np.exp(excess), np.exp(ref)
         cond = np.logical_or.reduce(list(hits.values()))
         for event in self._episodes.feed(cond, rows.steps):
             if event.kind == "end":
-                log.close("kl_spike", event.step)
+                log.close(self.spec.rule, event.step)
                 continue
             i = event.index
             m = next(m for m in cfg.metrics if hits[m][i])
             value = float(rows.raw[m][i])
             step = int(rows.steps[i])
-            reference = float(medians[m][i] * rows.per_token[i])  # back in the run's units
-            log.open(
-                "kl_spike",
-                cfg.severity,
-                step,
-                m,
-                value,
-                f"{m} spiked to {value:.3g} at step {step}, {ratios[m][i]:.0f}× its "
-                f"recent level {reference:.3g}: read this step's samples for a reward "
-                "exploit, and if spikes recur lower the learning rate or clip harder.",
-            )
+            reference = float(medians[m][i])
+            if self.spec.per_token:
+                reference *= float(rows.per_token[i])  # back in the run's units
+            sentence = self.spec.sentence(m, value, step, float(ratios[m][i]), reference)
+            log.open(self.spec.rule, cfg.severity, step, m, value, sentence)
+
+
+KL_SPIKE = SpikeSpec(
+    "kl_spike",
+    per_token=True,
+    positive_only=False,
+    sentence=lambda m, value, step, ratio, reference: (
+        f"{m} spiked to {value:.3g} at step {step}, {ratio:.0f}× its recent level "
+        f"{reference:.3g}: read this step's samples for a reward exploit, and if spikes recur "
+        "lower the learning rate or clip harder."
+    ),
+)
+GRAD_SPIKE = SpikeSpec(
+    "grad_spike",
+    per_token=False,
+    positive_only=True,
+    sentence=lambda m, value, step, ratio, reference: (
+        f"The gradient norm ({m}) jumped to {value:.3g} at step {step}, {ratio:.0f}× its recent "
+        f"level {reference:.3g}: gradient spikes often come just before a NaN — check that "
+        "gradient clipping (max_grad_norm) is on, lower the learning rate, and read this "
+        "step's samples."
+    ),
+)
 
 
 def kl_spike(config: AlertConfig, _th: Thresholds) -> Spikes | None:
     sec = config.kl_spike
     if not sec.enabled or not sec.metrics:
         return None
-    return Spikes(sec, config.block_rows, config.blocks(sec.window_rows))
+    return Spikes(KL_SPIKE, sec, config.block_rows, config.blocks(sec.window_rows))
+
+
+def grad_spike(config: AlertConfig, _th: Thresholds) -> Spikes | None:
+    sec = config.grad_spike
+    if not sec.enabled or not sec.metrics:
+        return None
+    return Spikes(GRAD_SPIKE, sec, config.block_rows, config.blocks(sec.window_rows))

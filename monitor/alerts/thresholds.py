@@ -29,6 +29,9 @@ class Thresholds:
     unit: str  # for messages
     beta_bounds: tuple[float, float] | None  # when the controller clamps β
     band_off: str | None = None  # why the band rules cannot judge this run (said on the page)
+    # completions per prompt group, when the config says (TRL num_generations, verl
+    # rollout.n): with 1, every group has zero reward spread by construction
+    group_size: int | None = None
 
 
 def resolve_thresholds(
@@ -65,7 +68,23 @@ def resolve_thresholds(
         hi = _positive(run_config.get("beta_max", run_config.get("kl_beta_max"))) or sat.beta_max
         bounds = (lo, hi)
     scaled = per_sequence and target is None and band_off is None
-    return Thresholds(low, high, growth_level, target, scaled, unit, bounds, band_off)
+    return Thresholds(
+        low, high, growth_level, target, scaled, unit, bounds, band_off, _group_size(run_config)
+    )
+
+
+# Config keys that hold the number of completions sampled per prompt (checked in TRL 1.16's
+# GRPOConfig/RLOOConfig and verl 0.9's ppo_trainer.yaml; verl's arrives flattened by its
+# loggers as actor_rollout_ref.rollout.n).
+GROUP_SIZE_KEYS = ("num_generations", "actor_rollout_ref.rollout.n", "rollout_n", "n_samples_per_prompt")
+
+
+def _group_size(run_config: Mapping[str, Any]) -> int | None:
+    for key in GROUP_SIZE_KEYS:
+        value = run_config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 def per_token_divisor(th: Thresholds, band: BandConfig, length: np.ndarray) -> np.ndarray:
