@@ -262,6 +262,9 @@ class Trainer:
             },
             "entropy": masked_mean(rollout.entropy, mask),
             "response_len": lengths.mean(),
+            # Share that used every new token (verl's response_length/clip_ratio definition):
+            # cut off at the limit, or ending on <eos> exactly there.
+            "truncated_frac": (lengths >= mask.shape[-1]).float().mean(),
             **train_stats,
             **s.stats,
             "kl_max": seq_kl_mean.max(),

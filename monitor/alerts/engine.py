@@ -142,7 +142,9 @@ class AlertEngine:
         rows = Rows(steps, raw, per_token, logged, self.meaning)
         for detector in self._row_detectors:
             detector.feed(rows, self._log)
-        filled = {BLOCK_SERIES.get(name, name): fill(raw[name]) for name, fill in self._fill.items()}
+        filled = {
+            BLOCK_SERIES.get(name, name): fill(raw[name]) for name, fill in self._fill.items()
+        }
         self._feed_blocks(
             {
                 "step": steps.astype(np.float64),

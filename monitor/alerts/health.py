@@ -65,9 +65,7 @@ def entropy_collapse(config: AlertConfig, _th: Thresholds) -> EvidenceRule | Non
         )
 
     episodes = EvidenceEpisodes(sec.evidence, sec.clear_evidence)
-    return EvidenceRule(
-        "entropy_collapse", sec.severity, (metric,), episodes, judge, describe
-    )
+    return EvidenceRule("entropy_collapse", sec.severity, (metric,), episodes, judge, describe)
 
 
 def no_learning_signal(config: AlertConfig, th: Thresholds) -> EvidenceRule | None:

@@ -73,10 +73,10 @@ def resolve_thresholds(
     )
 
 
-# Config keys that hold the number of completions sampled per prompt (checked in TRL 1.16's
-# GRPOConfig/RLOOConfig and verl 0.9's ppo_trainer.yaml; verl's arrives flattened by its
-# loggers as actor_rollout_ref.rollout.n).
-GROUP_SIZE_KEYS = ("num_generations", "actor_rollout_ref.rollout.n", "rollout_n", "n_samples_per_prompt")
+# Config keys that hold the number of completions sampled per prompt: TRL 1.16's GRPOConfig /
+# RLOOConfig (which reject 1 for training), OpenRLHF's --n_samples_per_prompt; a RunWriter
+# user may pass either.
+GROUP_SIZE_KEYS = ("num_generations", "n_samples_per_prompt")
 
 
 def _group_size(run_config: Mapping[str, Any]) -> int | None:
