@@ -79,6 +79,8 @@ class SpikeConfig:
     z: float = 6.0  # robust z-score (MAD×1.4826 as σ) on the log scale
     min_ratio: float = 4.0  # …and at least this many times the reference median
     min_value: float = 0.01  # per-token: jumps among tiny values early on are not spikes
+    recent_rows: int = 0  # > 0: also a jump over the median of this many rows just before
+    min_jump: float = 3.0
     clear_rows: int = 10  # quiet rows that end an episode (bursts count once)
 
 
@@ -279,6 +281,10 @@ class GradSpikeConfig:
     z: float = 6.0  # robust z on the log scale (σ = 0.5 noise stays quiet)
     min_ratio: float = 5.0
     min_value: float = 0.0  # any scale: gradient norms depend on the model
+    # …and a jump: at least min_jump × the median of the recent_rows rows just before it. A
+    # gradient norm that climbs 5× over tens of steps (a collapsing run) is a level, not a spike.
+    recent_rows: int = 10
+    min_jump: float = 3.0
     clear_rows: int = 10
 
 

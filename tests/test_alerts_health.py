@@ -222,6 +222,15 @@ def test_grad_spike_at_its_step_and_noise_is_quiet(tmp_path: Path) -> None:
     assert abs(spike.step - 1234) <= 2 and spike.value == 40.0
 
 
+def test_a_gradient_norm_that_climbs_is_not_a_spike(tmp_path: Path) -> None:
+    # Shaped like sample_runs/no-penalty-hacking's collapse: 2.5 → 12 over 50 steps, then high.
+    n = 600
+    t = np.arange(n)
+    grad = noisy(2.5 * np.exp(np.clip((t - 340) / 50, 0, 1) * np.log(4.8)), 0.12, n, seed=12)
+    columns = trace(quiet_kl(n, 2), grad_norm=grad)
+    assert "grad_spike" not in rules(alerts_for(tmp_path, columns))
+
+
 # -- rollout_mismatch ---------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from monitor.alerts.detector import LOG_FLOOR, Rows
 from monitor.alerts.model import AlertLog
@@ -52,6 +53,17 @@ class Spikes:
             for m in config.metrics
         }
         self._episodes = Episodes(1, config.clear_rows)
+        # the last `recent_rows` log values of each metric, for the jump test (NaN: none yet)
+        recent = config.recent_rows
+        self._recent = {m: np.full(recent, np.nan) for m in config.metrics} if recent else {}
+
+    def _recent_median(self, m: str, x: np.ndarray) -> np.ndarray:
+        """Per row: the median of the `recent_rows` log values before it (NaN until known)."""
+        tail = self._recent[m]
+        joined = np.concatenate((tail, x))
+        windows = sliding_window_view(joined[:-1], tail.size)
+        self._recent[m] = joined[-tail.size :].copy()
+        return np.median(windows, axis=1)
 
     def feed(self, rows: Rows, log: AlertLog) -> None:
         cfg = self.config
@@ -75,6 +87,12 @@ class Spikes:
                     & (excess > np.maximum(cfg.z * MAD_TO_SIGMA * mad, min_log))
                     & (value >= min_value)
                 )
+            if self._recent:
+                # A jump, not a climb: also far above the last few rows (a level that rose
+                # over tens of steps has its recent rows as high; the reference lags it).
+                jump = x - self._recent_median(m, x)
+                with np.errstate(invalid="ignore"):
+                    hits[m] &= jump > math.log(cfg.min_jump)
             ratios[m], medians[m] = np.exp(excess), np.exp(ref)
         cond = np.logical_or.reduce(list(hits.values()))
         for event in self._episodes.feed(cond, rows.steps):
