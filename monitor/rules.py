@@ -79,7 +79,9 @@ class SpikeConfig:
     z: float = 6.0  # robust z-score (MAD×1.4826 as σ) on the log scale
     min_ratio: float = 4.0  # …and at least this many times the reference median
     min_value: float = 0.01  # per-token: jumps among tiny values early on are not spikes
-    recent_rows: int = 0  # > 0: also a jump over the median of this many rows just before
+    # …and a jump: ≥ min_jump × the median of the recent_rows rows just before (0: off). A
+    # steep climb (0.05 → 0.6 over 150 steps) is kl_high's / kl_growth's, not a spike.
+    recent_rows: int = 10
     min_jump: float = 3.0
     clear_rows: int = 10  # quiet rows that end an episode (bursts count once)
 

@@ -99,6 +99,18 @@ def test_kl_high_is_flagged_sooner_the_further_above(
     assert raised["kl_high"][1] - 400 <= within
 
 
+@pytest.mark.parametrize(("sigma", "seed"), [(0.1, 0), (0.3, 1), (0.5, 2)])
+def test_short_grpo_climb_is_high_within_the_run_and_no_spike(
+    tmp_path: Path, sigma: float, seed: int
+) -> None:
+    # The 300-step run: per-token KL 0.05 → 0.6 over its last 150 steps (~6× the top).
+    t = np.arange(300)
+    kl = noisy(np.where(t < 150, 0.05, 0.05 + 0.55 * (t - 150) / 150), sigma, 300, seed)
+    raised = detection_rows(tmp_path, trace(kl, kl_max=kl * 2), piece=10)
+    assert raised["kl_high"][1] <= 250  # leaves the band at step ~164
+    assert "kl_spike" not in raised  # a smooth climb is not a spike
+
+
 @pytest.mark.parametrize(("level", "seed"), [(0.09, 1), (0.1, 2), (0.1, 3), (0.105, 4)])
 def test_noise_around_the_bands_top_never_fires(tmp_path: Path, level: float, seed: int) -> None:
     kl = noisy(level, 0.5, 10_000, seed)
