@@ -175,6 +175,23 @@ def test_new_alert_is_delivered_with_what_to_do_and_a_link(
     assert f"Dashboard: {DASHBOARD}?run=runs%2Fgrpo-7b" in message
 
 
+def test_health_alerts_are_sent_like_the_others(
+    tmp_path: Path, receiver: Receiver, start: Callable[..., tuple[Watcher, Notifier]]
+) -> None:
+    run = live_run(tmp_path / "runs", "grpo")
+    watcher, notifier = start(tmp_path / "runs", receiver.url, tmp_path / "state.json")
+    cycle(watcher, notifier)
+    with open(run / "metrics.jsonl", "a") as f:  # every group without reward spread
+        for step in range(300, 380):
+            record = {"step": step, "time": 1000.0 + step, "kl_mean": 0.05, "kl_max": 0.2}
+            record.update(beta=0.1, reward_mean=1.0, zero_std_frac=1.0, grad_norm=0.5)
+            f.write(json.dumps(record) + "\n")
+    cycle(watcher, notifier)
+    (body,) = receiver.wait_for(1)
+    assert body["title"] == "WARNING: no_learning_signal in grpo at step 300"
+    assert "no reward spread" in body["message"]
+
+
 def test_one_message_per_alert_and_one_per_clearing_across_restarts(
     tmp_path: Path, receiver: Receiver, start: Callable[..., tuple[Watcher, Notifier]]
 ) -> None:
