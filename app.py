@@ -23,7 +23,7 @@ import streamlit as st
 from monitor import auth, charts, views
 from monitor.presets import preset_from_spec
 from monitor.render_cache import RenderCache
-from monitor.run_view import RunSummary, RunView
+from monitor.run_view import HealthRow, RunSummary, RunView
 from monitor.store import RunStore
 
 APP_DIR = Path(__file__).resolve().parent
@@ -31,6 +31,7 @@ LIVE_INTERVAL_S = 0.5  # check twice a second: a new record on screen within ~1 
 IDLE_INTERVAL_S = 5.0  # when none of the shown runs is running
 DATA_REDRAW_S = 1.0  # new rows alone redraw a page at most this often (alerts: at once)
 SAMPLES_SHOWN = 20
+HEALTH_COLUMNS = 3  # Health charts side by side; a fourth and fifth wrap to a second row
 PLOTLY_CONFIG = {
     "displaylogo": False,
     # The toolbar's camera button exports PNG at 2× for slides and incident notes.
@@ -276,17 +277,25 @@ def run_charts(view: RunView) -> None:
     # Keep URL-chosen series the run does not have out of the widget (it would reject them).
     st.session_state["series"] = [s for s in st.session_state.get("series", []) if s in extras]
     extra = tuple(st.session_state["series"])
+    health = view.health
     key = (
         view.run_id,
         view.pulse.version,
         tuple((a.rule, a.step, a.end_step) for a in view.alerts),
         options,
         extra,
+        health.charts,
     )
     figures = get_figure_cache().get(
         key,
         lambda: charts.run_figures(
-            view.data, view.meaning, view.alerts, options, extra=extra, thresholds=view.thresholds
+            view.data,
+            view.meaning,
+            view.alerts,
+            options,
+            extra=extra,
+            thresholds=view.thresholds,
+            health=health.charts,
         ),
     )
     st.plotly_chart(figures["kl"], key="chart_kl", config=PLOTLY_CONFIG)
@@ -296,10 +305,25 @@ def run_charts(view: RunView) -> None:
     else:
         left.caption(views.escape_markdown(views.beta_missing(view.meaning)))
     right.plotly_chart(figures["reward"], key="chart_reward", config=PLOTLY_CONFIG)
+    health_charts(figures, health)
     if extras:
-        st.multiselect("Other series", extras, key="series", placeholder="entropy, lengths …")
+        st.multiselect("Other series", extras, key="series", placeholder="lengths, losses …")
         if "extra" in figures:
             st.plotly_chart(figures["extra"], key="chart_extra", config=PLOTLY_CONFIG)
+
+
+def health_charts(figures: charts.Figures, health: HealthRow) -> None:
+    """The Health row: a chart per health signal the run logs, then what it does not log."""
+    st.subheader("Health", anchor=False)
+    shown = health.charts
+    for start in range(0, len(shown), HEALTH_COLUMNS):
+        row = shown[start : start + HEALTH_COLUMNS]
+        for column, chart in zip(st.columns(HEALTH_COLUMNS), row, strict=False):
+            name = charts.health_figure_name(chart)
+            column.plotly_chart(figures[name], key=f"chart_{name}", config=PLOTLY_CONFIG)
+    not_logged = views.health_not_logged(health)
+    if not_logged:
+        st.caption(views.escape_markdown(not_logged))
 
 
 def run_tabs(view: RunView) -> None:

@@ -14,23 +14,37 @@ time — verdicts do not depend on the split), and the table says:
   FA/10k     kl_growth alerts raised in healthy rows (the whole of a healthy shape, the rows
              before the onset of a runaway) per 10,000 healthy rows, all seeds together
 
+A second section (run by default; `--health` runs only it, `--no-health` skips it) does the
+same for the health rules — entropy_collapse, no_learning_signal, completions_truncated,
+grad_spike, rollout_mismatch — and the evidence-based kl_high / kl_low: planted problems
+(caught / seeds and the delay from the onset, the first step the noise-free series is past
+the rule's limit) and healthy shapes (the rule's alarms per 10k rows), at three noise levels
+(log-normal σ 0.1 / 0.3 / 0.5 for positive series, binomial shares of 16 / 8 / 4 groups or
+completions). Shapes: benchmarks/_health_shapes.py. It then lists every miss, false alarm,
+flapping detection and alert of another rule, with a message. `--sigmas` is kl_growth's only.
+
     .venv/bin/python benchmarks/bench_alert_quality.py [--seeds 20] [--sigmas 0.1 0.3 0.5]
-        [--only SUBSTRING]
+        [--only SUBSTRING] [--health | --no-health]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
+import zlib
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks._health_shapes import LEVELS, HealthShape, Noise, health_shapes
 from monitor.alerts import AlertEngine, resolve_thresholds
 from monitor.rules import AlertConfig
 
@@ -45,13 +59,14 @@ class TraceRun:
     generation = 0
     meaning = None
 
-    def __init__(self, kl: np.ndarray, info: dict) -> None:
+    def __init__(self, kl: np.ndarray, info: dict, extra: dict[str, np.ndarray] | None = None):
         n = kl.size
         self._columns = {
             "kl_mean": kl,
             "kl_max": kl * 4.0,
             "beta": np.full(n, 0.1),
             "reward_mean": np.ones(n),
+            **(extra or {}),  # more logged series (the health section: entropy, grad_norm, …)
         }
         self.series_names = list(self._columns)
         self.info = info
@@ -241,12 +256,201 @@ def _median_p90(values: list[int]) -> str:
     return f"{np.median(values):.0f} ({np.percentile(values, 90):.0f})"
 
 
+# -- health section: entropy_collapse, no_learning_signal, completions_truncated, grad_spike,
+# rollout_mismatch, kl_high / kl_low (shapes: benchmarks/_health_shapes.py) -------------------
+
+CHUNK = 10  # rows per update after a planted onset; the chunk that raises is replayed row by row
+QUIET_KL = 0.03  # per-token mean KL of the shapes that do not plant one: in the band
+
+
+@dataclass
+class HealthResult:
+    delays: list[int] = field(default_factory=list)  # per caught seed: raised row − onset
+    episodes: int = 0  # episodes of the rule raised from the start on, caught seeds
+    alarms: int = 0  # the rule's alerts on healthy rows (a planted shape's: before the start)
+    healthy_rows: int = 0
+    others: Counter[str] = field(default_factory=Counter)  # alerts of other rules, by rule
+    messages: dict[str, str] = field(default_factory=dict)  # one message per rule that alarmed
+
+
+def health_columns(shape: HealthShape, noise: Noise, seed: int) -> tuple[np.ndarray, dict]:
+    rng = np.random.default_rng([seed, LEVELS.index(noise), zlib.crc32(shape.name.encode())])
+    t = np.arange(shape.rows)
+    columns = shape.series(t, noise, rng)
+    kl = columns.pop("kl_mean", None)
+    if kl is None:
+        kl = QUIET_KL * np.exp(rng.normal(0.0, 0.1, shape.rows))
+    return kl, columns
+
+
+def health_alerts(shape: HealthShape, noise: Noise, seed: int) -> tuple[list, int | None]:
+    """Every alert of one seed, each with the row (0-based) whose arrival raised it, and the
+    row of the detection: the rule's first alert raised at or after the planted event's start
+    (None: missed, or a healthy shape). The rows before the start arrive in one update, then
+    CHUNK rows at a time until the rule speaks (the chunk that raised it is fed again row by
+    row from a copy of the engine, so the row is exact), then the rest at once."""
+    kl, extra = health_columns(shape, noise, seed)
+    run, engine = TraceRun(kl, PER_TOKEN, extra), AlertEngine()
+    n = shape.rows
+
+    def is_detection(a) -> bool:
+        if shape.spike is not None:  # a row rule: raised by the spike row itself
+            return a.rule == shape.rule and abs(a.step - shape.spike) <= 2
+        return a.rule == shape.rule
+
+    def feed(rows: int) -> list:
+        run.n_rows = rows
+        return engine.update(run)
+
+    if not shape.planted or shape.spike is not None:
+        # One update: healthy rows are judged whatever the split; a spike is raised at its row.
+        found = [(a, a.step) for a in feed(n)]
+        hit = next((row for a, row in found if is_detection(a)), None)
+        return found, hit
+    assert shape.start is not None
+    found = [(a, shape.start - 1) for a in feed(shape.start)] if shape.start else []
+    cut, hit = shape.start, None
+    while cut < n and hit is None:
+        saved, stop = copy.deepcopy(engine), min(n, cut + CHUNK)
+        fresh = feed(stop)
+        if any(is_detection(a) for a in fresh):
+            engine = saved
+            for row in range(cut + 1, stop + 1):
+                fresh = feed(row)
+                found += [(a, row - 1) for a in fresh]
+                if any(is_detection(a) for a in fresh):
+                    hit, stop = row - 1, row
+                    break
+        else:
+            found += [(a, stop - 1) for a in fresh]
+        cut = stop
+    if cut < n:
+        found += [(a, n - 1) for a in feed(n)]
+    return found, hit
+
+
+def evaluate_health(shape: HealthShape, noise: Noise, seeds: int) -> HealthResult:
+    r = HealthResult()
+    for seed in range(seeds):
+        found, hit = health_alerts(shape, noise, seed)
+        start, spike = shape.start, shape.spike
+        for a, row in found:
+            if a.rule != shape.rule:
+                r.others[a.rule] += 1
+                r.messages.setdefault(a.rule, a.message)
+            elif spike is not None and abs(a.step - spike) <= 2:
+                r.episodes += 1
+            elif spike is not None or start is None or row < start:
+                r.alarms += 1
+                r.messages.setdefault(a.rule, a.message)
+            else:
+                r.episodes += 1
+        if hit is not None:
+            r.delays.append(hit - (shape.onset or 0))
+        # healthy rows: all of a healthy shape, the rows before a planted start (a spike's
+        # run but the 5 rows around it)
+        r.healthy_rows += shape.rows if start is None else (shape.rows - 5 if spike else start)
+    return r
+
+
+def health_section(seeds: int, only: str) -> None:
+    t0 = time.perf_counter()
+    chosen = [s for s in health_shapes() if only in s.name or only == s.rule]
+    if not chosen:
+        return
+    print(
+        "\nHealth rules: planted problems — caught (the rule raised at or after the event's "
+        "start) / seeds, and delay: the row that raised it − onset (the first step the "
+        "noise-free series is past the rule's limit; < 0: spoke before), median (p90); "
+        "healthy shapes — the rule's alarms per 10k rows.\n"
+        "Noise: " + ", ".join(level.label for level in LEVELS) + " — σ on the log scale of "
+        "positive series, n: groups / completions behind each share (binomial)."
+    )
+    cell = 22
+    header = f"{'shape':44s} {'rule':22s} {'onset':>5s} " + " ".join(
+        f"{level.name:>{cell}s}" for level in LEVELS
+    )
+    findings: list[str] = []
+    total_rows, total_alarms = 0, 0
+    for planted in (True, False):
+        print("\n" + ("planted problems" if planted else "healthy shapes (alarms per 10k rows)"))
+        print(header)
+        print("-" * len(header))
+        for shape in [s for s in chosen if s.planted == planted]:
+            cells: list[str] = []
+            others: dict[str, dict[str, Any]] = {}  # rule -> alerts per level, a message
+            for level in LEVELS:
+                r = evaluate_health(shape, level, seeds)
+                fa = r.alarms / max(1, r.healthy_rows) * 10_000
+                total_rows += r.healthy_rows
+                total_alarms += r.alarms
+                where = f"{shape.name}, {level.label}"
+                if planted:
+                    caught = len(r.delays)
+                    cells.append(
+                        f"{caught:2d}/{seeds} {_median_p90(r.delays):>10s}"
+                        + ("*" if r.alarms else " ")
+                    )
+                    if caught < seeds:
+                        findings.append(f"MISSED {shape.rule}: {where}: caught {caught}/{seeds}")
+                    eps = r.episodes / max(1, caught)
+                    if caught and eps > 1.5:
+                        findings.append(
+                            f"FLAPS {shape.rule}: {where}: {eps:.1f} episodes per caught seed"
+                        )
+                else:
+                    cells.append(f"{fa:.2f}")
+                if r.alarms:
+                    findings.append(
+                        f"FALSE ALARM {shape.rule}: {where}: {r.alarms} in {r.healthy_rows:,} "
+                        f"healthy rows ({fa:.2f}/10k) — “{r.messages[shape.rule]}”"
+                    )
+                for rule, count in r.others.items():
+                    others.setdefault(rule, {"message": r.messages[rule]})[level.name] = count
+            for rule, seen in sorted(others.items()):
+                per_seed = "/".join(f"{seen.get(level.name, 0) / seeds:.2f}" for level in LEVELS)
+                findings.append(
+                    f"also {rule}: {shape.name}: {per_seed} per seed (low/medium/high) — "
+                    f"e.g. “{seen['message']}”"
+                )
+            onset = "" if shape.onset is None else str(shape.onset)
+            print(
+                f"{shape.name:44s} {shape.rule:22s} {onset:>5s} "
+                + " ".join(f"{c:>{cell}s}" for c in cells)
+                + (f"   {shape.note}" if shape.note else "")
+            )
+    print(
+        "\n* the rule also alarmed before the event started (see below).  "
+        f"All healthy rows: {total_rows:,}, the shapes' rules alarmed {total_alarms} times "
+        f"({total_alarms / max(1, total_rows) * 10_000:.3f} per 10k rows); {seeds} seeds per "
+        f"cell; {time.perf_counter() - t0:.0f} s"
+    )
+    if findings:
+        print("\nMisses, flapping, false alarms, and alerts of other rules on these traces:")
+        for line in findings:
+            print("  " + line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--sigmas", type=float, nargs="+", default=[0.1, 0.3, 0.5])
-    parser.add_argument("--only", default="", help="shapes whose name contains this")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="shapes whose name contains this (or, in the health section, whose rule is this)",
+    )
+    section = parser.add_mutually_exclusive_group()
+    section.add_argument("--health", action="store_true", help="only the health section")
+    section.add_argument("--no-health", action="store_true", help="only kl_growth")
     args = parser.parse_args()
+    if not args.health:
+        growth_section(args)
+    if not args.no_health:
+        health_section(args.seeds, args.only)
+
+
+def growth_section(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     header = (
         f"{'shape':36s} {'σ':>4s} {'rows':>6s} {'onset':>6s} {'detected':>9s} "
@@ -274,7 +478,7 @@ def main() -> None:
             healthy_alarms += r["fa_per_10k"] * r["healthy_rows"] / 10_000
     print(
         f"\nall healthy rows: {healthy_rows:,.0f}, kl_growth false alarms: {healthy_alarms:.0f} "
-        f"({healthy_alarms / healthy_rows * 10_000:.3f} per 10k rows); "
+        f"({healthy_alarms / max(1.0, healthy_rows) * 10_000:.3f} per 10k rows); "
         f"{args.seeds} seeds per line; {time.perf_counter() - t0:.0f} s"
     )
 

@@ -24,6 +24,7 @@ from monitor.monitored import MonitoredRun
 from monitor.presets import Preset, PresetError, preset_from_spec
 from monitor.rules import AlertConfig, RulesError, load_rules_file
 from monitor.run import Run
+from monitor.run_view import health_row
 from monitor.sources import RunLocation, locate_path
 
 EXIT_OK, EXIT_ALERT, EXIT_USAGE = 0, 1, 2
@@ -57,6 +58,7 @@ class RunReport:
                 "key": run.location.key,
             },
             "series": run.series_names,
+            "health_series": list(health_row(run.series_names).found),
         }
 
 
@@ -137,6 +139,16 @@ def describe_source(run: Run) -> str:
     return "; ".join(parts)
 
 
+def describe_health(run: Run) -> str:
+    """One line: the health series the run logs, and the Health row's signals it does not
+    (said, not alerted: their rules are not judged)."""
+    row = health_row(run.series_names)
+    line = "health series: " + (", ".join(row.found) or "none")
+    if row.missing:
+        line += " (not logged: " + ", ".join(chart.short for chart in row.missing) + ")"
+    return line
+
+
 def fails(reports: Sequence[RunReport], fail_on: str) -> bool:
     limit = SEVERITY_RANK[fail_on]
     return any(SEVERITY_RANK[a.severity] >= limit for r in reports for a in r.alerts)
@@ -149,6 +161,7 @@ def format_table(report: RunReport) -> str:
     if run.skipped:
         head += f", {run.skipped} bad records skipped"
     head += "\n  " + describe_source(run)
+    head += "\n  " + describe_health(run)
     if not report.alerts:
         return head + "\n  no alerts"
     rows = [("SEVERITY", "RULE", "STEP", "END", "METRIC", "VALUE", "MESSAGE")]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,9 +23,13 @@ import plotly.graph_objects as go
 from monitor.alerts import Alert, Thresholds
 from monitor.downsample import DEFAULT_BUDGET, downsample
 from monitor.presets import KLMeaning
+from monitor.run_view import HEALTH_CHARTS, HealthChart
 from monitor.table import SeriesData
 
 KL_METRICS = ("kl_mean", "kl_max")  # alerts whose value can sit on the KL axis
+# Health series drawn on a linear axis whatever the log-y toggle: shares whose healthy value
+# is 0, a signed KL, a correlation (a log axis would hide their zeros and negatives).
+LINEAR_HEALTH_SERIES = ("truncated_frac", "zero_std_frac", "rollout_kl", "rollout_prob_corr")
 MAX_ALERT_SPANS = 50  # shaded alert spans per chart; beyond that shapes slow plotly down
 
 SEVERITY_COLORS = {"info": "#1f77b4", "warning": "#ff9f1c", "critical": "#d62728"}
@@ -40,7 +44,9 @@ RAW_OPACITY = 0.25  # raw series behind a smoothed one: visible, not competing
 CHART_HEIGHT = 340
 
 
-Figures = dict[str, go.Figure]  # a page's figures by name: "kl", "beta", "reward", "extra"
+# A page's figures by name: "kl", "beta", "reward", "extra", and "health_<chart>" for each
+# chart of the Health row (health_figure_name).
+Figures = dict[str, go.Figure]
 
 
 @dataclass(frozen=True)
@@ -184,7 +190,8 @@ def kl_figure(
         if values is not None and np.isfinite(values).any():
             for trace in line_traces(steps, values, name, options):
                 fig.add_trace(trace)
-    _add_alerts(fig, list(alerts), steps, kl_mean, kl_max, options)
+    kl_series = [c for c in (kl_max, kl_mean) if c is not None]
+    _add_alerts(fig, list(alerts), steps, kl_series, options)
     return fig
 
 
@@ -220,13 +227,15 @@ def _alert_y(
     series: Sequence[np.ndarray],
     top: float,
     log_y: bool,
+    on_axis: Collection[str] = KL_METRICS,
 ) -> float:
-    """Where to draw an alert's marker: its value when drawable, else the KL at its step,
-    else the top of the chart (a NaN alert has no value to sit on)."""
+    """Where to draw an alert's marker: its value when drawable on this axis, else the
+    chart's series at its step, else the top of the chart (a NaN alert has no value to sit
+    on)."""
     value = alert.value
-    on_kl_axis = alert.metric in KL_METRICS  # run_stalled's value is seconds, β's is β …
+    on_this_axis = alert.metric in on_axis  # run_stalled's value is seconds, β's is β …
     drawable = isinstance(value, (int, float)) and math.isfinite(value)
-    if on_kl_axis and drawable and (value > 0 or not log_y):
+    if on_this_axis and drawable and (value > 0 or not log_y):
         return float(value)
     i = int(np.searchsorted(steps, alert.step))
     if i < steps.size and steps[i] == alert.step:
@@ -252,13 +261,18 @@ def _add_alerts(
     fig: go.Figure,
     alerts: list[Alert],
     steps: np.ndarray,
-    kl_mean: np.ndarray,
-    kl_max: np.ndarray | None,
+    series: Sequence[np.ndarray],
     options: ChartOptions,
+    on_axis: Collection[str] = KL_METRICS,
+    row: int | None = None,
 ) -> None:
+    """Mark alerts on a chart: a marker (▼) per alert at its value (when its metric is one
+    of `on_axis`, the chart's own series) or on the chart's line, and a shaded span where it
+    lasted. Every chart that shows alerts (KL, Health) draws them here; `row` is the panel
+    of a figure with several."""
     if not alerts:
         return
-    series = [c for c in (kl_max, kl_mean) if c is not None]
+    where: dict[str, int] = {} if row is None else {"row": row, "col": 1}
     top = _finite_top(series, options.log_y)
     for severity in ("info", "warning", "critical"):
         group = [a for a in alerts if a.severity == severity]
@@ -267,7 +281,7 @@ def _add_alerts(
         fig.add_trace(
             go.Scatter(
                 x=[a.step for a in group],
-                y=[_alert_y(a, steps, series, top, options.log_y) for a in group],
+                y=[_alert_y(a, steps, series, top, options.log_y, on_axis) for a in group],
                 mode="markers",
                 name=f"{severity} alerts",
                 marker={
@@ -278,7 +292,8 @@ def _add_alerts(
                 },
                 text=[f"{a.rule}: {a.message}" for a in group],
                 hovertemplate="step %{x}<br>%{text}<extra></extra>",
-            )
+            ),
+            **where,
         )
     # Shade where alerts lasted (most recent first, capped: shapes are costly in plotly).
     last_step = int(steps[-1]) if steps.size else 0
@@ -291,6 +306,7 @@ def _add_alerts(
                 line_width=0,
                 opacity=0.08,
                 fillcolor=SEVERITY_COLORS.get(alert.severity, "#888"),
+                **where,
             )
         else:
             fig.add_vline(
@@ -298,6 +314,7 @@ def _add_alerts(
                 line={"width": 1, "dash": "dot"},
                 line_color=SEVERITY_COLORS.get(alert.severity, "#888"),
                 opacity=0.6,
+                **where,
             )
 
 
@@ -372,6 +389,72 @@ def series_figure(
     return fig
 
 
+def health_figure(
+    steps: np.ndarray,
+    series: Mapping[str, np.ndarray],
+    title: str,
+    alerts: Iterable[Alert] = (),
+    options: ChartOptions | None = None,
+) -> go.Figure:
+    """One chart of the Health row: its series, one panel per family (a mean with its min
+    and max) so scales do not clash, and the alerts on those series marked on their panel
+    as the KL chart marks its alerts."""
+    from plotly.subplots import make_subplots
+
+    options = options or ChartOptions()
+    panels = _families(list(series))
+    rows = max(1, len(panels))
+    fig = make_subplots(
+        rows=rows,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08 if rows > 1 else 0.0,
+        subplot_titles=list(panels) if rows > 1 else None,
+    )
+    alerts = list(alerts)
+    palette = _palette()
+    for row, names in enumerate(panels.values(), start=1):
+        log_y = options.log_y and not any(n in LINEAR_HEALTH_SERIES for n in names)
+        panel_options = ChartOptions(log_y, options.smoothing, options.budget, options.height)
+        for name in names:
+            for trace in line_traces(steps, series[name], name, panel_options, next(palette)):
+                fig.add_trace(trace, row=row, col=1)
+        if log_y:
+            fig.update_yaxes(type="log", row=row, col=1)
+        if rows == 1:  # several panels are named by their subplot titles
+            fig.update_yaxes(title_text=next(iter(panels)), row=row, col=1)
+        columns = [series[n] for n in names]
+        on_panel = [a for a in alerts if a.metric in names]
+        _add_alerts(fig, on_panel, steps, columns, panel_options, on_axis=names, row=row)
+    fig.update_layout(
+        title={"text": title, "x": 0, "xanchor": "left"},
+        height=max(options.height, 60 + 180 * rows),
+        margin={"l": 10, "r": 10, "t": 40 if rows == 1 else 60, "b": 10},
+        hovermode="x unified",
+        # Below the chart: a third of the page's width has no room for one beside the title.
+        # One series needs none (its axis is named; alert markers explain themselves).
+        legend={"orientation": "h", "y": -0.12, "yanchor": "top", "x": 0, "xanchor": "left"},
+        showlegend=len(series) > 1,
+        uirevision=title,
+    )
+    fig.update_xaxes(title_text="step", row=rows, col=1)
+    return fig
+
+
+def _families(names: Sequence[str]) -> dict[str, list[str]]:
+    """Series grouped by family: `rollout_is_ratio_min` and `_max` beside `rollout_is_ratio`."""
+    families: dict[str, list[str]] = {}
+    for name in names:
+        stem = name.removesuffix("_min").removesuffix("_max")
+        families.setdefault(stem, []).append(name)
+    return families
+
+
+def health_figure_name(chart: HealthChart) -> str:
+    """The key of a Health chart's figure in `Figures`."""
+    return f"health_{chart.name}"
+
+
 @dataclass(frozen=True)
 class CompareSeries:
     label: str
@@ -429,9 +512,13 @@ def run_figures(
     *,
     extra: Sequence[str] = (),
     thresholds: Thresholds | None = None,
+    health: Sequence[HealthChart] = (),
 ) -> Figures:
-    """The run page's figures: "kl", "beta", "reward" and (if any picked) "extra"."""
+    """The run page's figures: "kl", "beta", "reward", (if any picked) "extra", and one
+    per chart of the Health row in `health` (RunView.health.charts), named by
+    health_figure_name."""
     options = options or ChartOptions()
+    alerts = list(alerts)
     picked = [name for name in extra if name in data.columns]
     steps = data.steps
     nan = np.full(steps.size, np.nan)
@@ -466,12 +553,20 @@ def run_figures(
     )
     if picked:
         figures["extra"] = series_figure(steps, {n: columns[n] for n in picked}, options)
+    for chart in health:
+        logged = {n: columns[n] for n in chart.series if n in columns}
+        if logged:
+            figures[health_figure_name(chart)] = health_figure(
+                steps, logged, chart.title, alerts, options
+            )
     return figures
 
 
 CORE_SERIES = ("time", "kl_mean", "kl_max", "beta", "reward_mean", "reward_total")
+# Series with a chart of their own in the Health row: not offered again among the others.
+HEALTH_CHARTED = tuple(s for chart in HEALTH_CHARTS for s in chart.series)
 
 
 def extra_series_names(series_names: Iterable[str]) -> list[str]:
-    """Series beyond the ones with their own chart (entropy, lengths, losses …)."""
-    return sorted(n for n in series_names if n not in CORE_SERIES)
+    """Series beyond the ones with their own chart (lengths, losses, clip fraction …)."""
+    return sorted(n for n in series_names if n not in CORE_SERIES and n not in HEALTH_CHARTED)

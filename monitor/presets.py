@@ -37,6 +37,7 @@ KLWATCH_SERIES = (
     "reward_std",
     "clip_frac",
     "approx_kl",
+    "loss",
     "rollout_prob_diff",
     "rollout_prob_diff_max",
     "rollout_logp_diff",
@@ -96,6 +97,7 @@ _VERL_COMMON = {
     "truncated_frac": ("response_length/clip_ratio",),
     "clip_frac": ("actor/pg_clipfrac",),
     "approx_kl": ("actor/ppo_kl",),
+    "loss": ("actor/pg_loss",),  # workers/utils/losses.py
     "rollout_prob_diff": ("training/rollout_probs_diff_mean",),
     "rollout_prob_diff_max": ("training/rollout_probs_diff_max",),
     "rollout_prob_corr": ("training/rollout_actor_probs_pearson_corr",),
@@ -111,6 +113,7 @@ _TRL_HEALTH = {
     "entropy": ("entropy",),
     "response_len": ("completions/mean_length",),
     "grad_norm": ("grad_norm",),
+    "loss": ("loss",),
     "truncated_frac": ("completions/clipped_ratio",),
     "zero_std_frac": ("frac_reward_zero_std",),
     "reward_std": ("reward_std",),
@@ -130,7 +133,11 @@ PRESETS: dict[str, Preset] = {
             "klwatch",
             "klwatch RunWriter",
             # klwatch's trainer logs its PPO clip fraction as `clipfrac`
-            {**_same(*KLWATCH_SERIES), "clip_frac": ("clip_frac", "clipfrac")},
+            {
+                **_same(*KLWATCH_SERIES),
+                "clip_frac": ("clip_frac", "clipfrac"),
+                "loss": ("loss", "policy_loss"),
+            },
             kl_units=None,  # run.json says
             signatures=(("kl_mean",),),
         ),

@@ -10,13 +10,13 @@ before it rewrites (monitor.table).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from monitor.alerts import Alert, Thresholds
 from monitor.parse import Problem
-from monitor.presets import KLMeaning
+from monitor.presets import HEALTH_SERIES, KLMeaning
 from monitor.run import Sample, read_samples
 from monitor.table import SeriesData
 
@@ -24,6 +24,74 @@ LIVE_STATUSES = ("running", "stalled")  # a run that may still be written
 # What changes when a run's content does: table generation, rows, records skipped, metadata
 # changes, the read error.
 DataVersion = tuple[int, int, int, int, str | None]
+
+
+@dataclass(frozen=True)
+class HealthChart:
+    """One chart of the page's Health row: a health signal and the series that draw it."""
+
+    name: str  # the chart's id: entropy, grad_norm, truncated_frac, rollout_mismatch, …
+    title: str  # the chart's title (short: three charts share a row)
+    label: str  # the signal for people ("Not logged: rollout mismatch, …")
+    series: tuple[str, ...]  # its series, in HEALTH_SERIES order (in a HealthRow: the logged)
+
+    @property
+    def short(self) -> str:
+        """How `check` names it: its one series, or the signal when several draw it."""
+        return self.series[0] if len(self.series) == 1 else self.label
+
+
+# The Health row, in page order. The rollout chart takes whichever of the rollout engine's
+# series a trainer logs (verl: probability differences, TRL: log-prob differences and IS
+# ratios, OpenRLHF: a KL): each trainer logs a different family.
+HEALTH_CHARTS = (
+    HealthChart("entropy", "Entropy", "entropy", ("entropy",)),
+    HealthChart("grad_norm", "Gradient norm", "gradient norm", ("grad_norm",)),
+    HealthChart(
+        "truncated_frac",
+        "Truncated completions",
+        "truncation",
+        ("truncated_frac",),
+    ),
+    HealthChart(
+        "rollout_mismatch",
+        "Rollout mismatch",
+        "rollout mismatch",
+        tuple(s for s in HEALTH_SERIES if s.startswith("rollout_")),
+    ),
+    HealthChart(
+        "zero_std_frac",
+        "Zero-spread groups",
+        "zero-spread fraction",
+        ("zero_std_frac",),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class HealthRow:
+    """Which health series a run logs, which Health charts it gets and which it lacks."""
+
+    found: tuple[str, ...]  # every health series logged, in HEALTH_SERIES order
+    charts: tuple[HealthChart, ...]  # the charts drawn, each with only its logged series
+    missing: tuple[HealthChart, ...]  # the charts none of whose series is logged
+
+
+def health_row(series_names: Iterable[str]) -> HealthRow:
+    """The one answer to "which health series does this run log": the page's Health row and
+    its "Not logged" caption, and `check`'s health line, all read it. A series a run does
+    not log is said to be missing, never alerted on (its rule is simply not judged)."""
+    logged = set(series_names)
+    charts: list[HealthChart] = []
+    missing: list[HealthChart] = []
+    for chart in HEALTH_CHARTS:
+        present = tuple(s for s in chart.series if s in logged)
+        if present:
+            charts.append(replace(chart, series=present))
+        else:
+            missing.append(chart)
+    found = tuple(s for s in HEALTH_SERIES if s in logged)
+    return HealthRow(found, tuple(charts), tuple(missing))
 
 
 @dataclass(frozen=True)
@@ -75,6 +143,11 @@ class RunView:
     @property
     def engine_ready(self) -> bool:
         return self.alert_error is None
+
+    @property
+    def health(self) -> HealthRow:
+        """The health series this run logs and lacks (monitor.run_view.health_row)."""
+        return health_row(self.data.names)
 
     def samples(self, limit: int) -> list[Sample]:
         """The last `limit` records of samples.jsonl (klwatch runs only), oldest first."""

@@ -21,7 +21,7 @@ from monitor.alerts import SEVERITY_RANK, Alert
 from monitor.parse import Problem
 from monitor.presets import KLMeaning
 from monitor.run import Sample
-from monitor.run_view import DataVersion, RunPulse, RunSummary, RunView
+from monitor.run_view import DataVersion, HealthRow, RunPulse, RunSummary, RunView
 
 # Colours via Streamlit's markdown (:green[…]) rather than emoji: a team screen or a
 # headless browser without an emoji font still shows them.
@@ -432,6 +432,14 @@ def source_lines(view: RunView) -> list[str]:
     if band_off:
         lines.append(band_off[0].upper() + band_off[1:] + ".")
     return lines
+
+
+def health_not_logged(row: HealthRow) -> str | None:
+    """The caption under the Health row: the health signals this run does not log (said,
+    never alerted: their rules are not judged). None when it logs them all."""
+    if not row.missing:
+        return None
+    return "Not logged: " + ", ".join(chart.label for chart in row.missing)
 
 
 def beta_missing(meaning: KLMeaning) -> str:

@@ -280,6 +280,41 @@ def test_importance_sampling_ratio_drifting_from_one(tmp_path: Path) -> None:
     assert 295 <= alert.step <= 310 and alert.metric == "rollout_is_ratio"
 
 
+# -- metric_nonfinite ---------------------------------------------------------------------------
+
+
+def test_nan_beyond_kl_is_divergence(tmp_path: Path) -> None:
+    n = 200
+    grad, loss = noisy(1.0, 0.3, n, seed=1), noisy(0.1, 0.3, n, seed=2)
+    grad[120:] = np.nan
+    loss[150] = np.inf
+    alerts = alerts_for(tmp_path, trace(quiet_kl(n, 3), grad_norm=grad, loss=loss))
+    (nan,) = [a for a in alerts if a.rule == "metric_nonfinite"]
+    # NaN from step 120: it counts once it has lasted 3 rows (a lone NaN may be absence)
+    assert (nan.step, nan.metric, nan.severity, nan.end_step) == (
+        122,
+        "grad_norm",
+        "critical",
+        None,
+    )
+
+
+def test_a_row_that_only_lacks_a_series_is_not_nan(tmp_path: Path) -> None:
+    # Rows where nothing of klwatch's is logged (an eval row of TensorBoard) read all-NaN;
+    # a series logged every 10 steps, or one that starts late, is NaN between its values.
+    n = 300
+    grad, kl = noisy(1.0, 0.3, n, seed=4), quiet_kl(n, 5)
+    sparse = np.where(np.arange(n) % 10 == 0, noisy(2.0, 0.05, n, seed=6), np.nan)
+    late_loss = np.where(np.arange(n) >= 150, 0.1, np.nan)
+    columns = trace(kl, grad_norm=grad, entropy=sparse, loss=late_loss)
+    for name in columns:
+        columns[name][::25] = np.nan
+    columns["reward_mean"][[60, 61, 200]] = np.nan  # records that leave a key out
+    columns["eval_score"] = np.where(np.arange(n) % 25 == 0, 0.5, np.nan)
+    assert "metric_nonfinite" not in rules(alerts_for(tmp_path, columns))
+    assert_split_invariant(tmp_path, columns, alerts_for(tmp_path, columns), [5, 50], seed=1)
+
+
 # -- the same however rows arrive ----------------------------------------------------------------
 
 

@@ -125,7 +125,7 @@ def test_run_page_parts(root: Path, make_run: Callable) -> None:
     names = [t.get("name") for t in kl_spec["data"]]
     assert "kl_mean" in names and "kl_max" in names
     assert at.toggle(key="log_y") is not None and at.slider(key="smoothing") is not None
-    assert at.multiselect(key="series").options == ["entropy"]
+    assert "Health" in [s.value for s in at.subheader]  # entropy has its Health chart
     tabs = [t.label for t in at.tabs]
     assert any(t.startswith("Alerts") for t in tabs) and "Config" in tabs
     assert len(at.get("download_button")) == 1
@@ -170,19 +170,19 @@ def test_new_records_show_on_the_next_run(root: Path, make_run: Callable) -> Non
     assert any("60 steps" in unescape(c) for c in texts(at.caption))
 
 
-def test_url_options_reach_the_widgets_and_back(root: Path, make_run: Callable) -> None:
-    make_run(root, "alpha")
-    at = open_app(run="runs/alpha", log="1", smooth="0.6", series="entropy")
+def test_url_options_reach_the_widgets_and_back(root: Path) -> None:
+    write_health_run(root, "alpha", response_len=120.0)
+    at = open_app(run="runs/alpha", log="1", smooth="0.6", series="response_len")
     assert at.toggle(key="log_y").value is True
     assert at.slider(key="smoothing").value == pytest.approx(0.6)
-    assert at.multiselect(key="series").value == ["entropy"]
+    assert at.multiselect(key="series").value == ["response_len"]
     specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     assert specs[0]["layout"]["yaxis"]["type"] == "log"
-    assert len(specs) == 4  # the extra-series chart too
+    assert len(specs) == 5  # KL, β, reward, the Health row's entropy, the extra series
     at.toggle(key="log_y").set_value(False).run()
     assert "log" not in at.query_params
     assert qp(at, "smooth") == ["0.6"]
-    assert qp(at, "series") == ["entropy"]
+    assert qp(at, "series") == ["response_len"]
 
 
 # -- bad input -----------------------------------------------------------------------------
@@ -365,3 +365,75 @@ def test_figures_are_built_once_for_every_viewer(
     assert len(built) == 2
     specs = [json.loads(c.proto.spec) for c in first.get("plotly_chart")]
     assert specs and specs[0]["data"]
+
+
+# -- the Health row ---------------------------------------------------------------------------
+
+
+def write_health_run(root: Path, name: str, steps: int = 300, **series: float) -> Path:
+    """A finished run whose records carry `series` (constant) beside the usual ones."""
+    run_dir = root / name
+    writer = RunWriter(run_dir, config={"target_kl": 0.05}, name=name)
+    write_steps(writer, 0, steps, **series)
+    writer.close("finished")
+    return run_dir
+
+
+def chart_titles(at: AppTest) -> list[str]:
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    return [s["layout"].get("title", {}).get("text", "") for s in specs]
+
+
+def test_health_row_charts_what_the_run_logs_and_names_what_it_does_not(root: Path) -> None:
+    # entropy comes with every write_steps record
+    write_health_run(root, "grpo", grad_norm=1.5, truncated_frac=0.02, my_metric=0.3)
+    at = open_app(run="runs/grpo")
+    assert "Health" in [s.value for s in at.subheader]
+    titles = chart_titles(at)
+    health = [t for t in titles if t.startswith(("Entropy", "Gradient norm", "Truncated"))]
+    assert len(health) == 3
+    assert not any(t.startswith(("Rollout mismatch", "Zero-spread")) for t in titles)
+    captions = [unescape(c) for c in texts(at.caption)]
+    assert "Not logged: rollout mismatch, zero-spread fraction" in captions
+    # Series with a Health chart are not offered again among the other series.
+    assert at.multiselect(key="series").options == ["my_metric"]
+    assert not at.error and not at.warning
+
+
+def test_health_alert_is_drawn_on_its_chart(root: Path) -> None:
+    run_dir = root / "truncating"
+    writer = RunWriter(run_dir, config={"target_kl": 0.05}, name="truncating")
+    write_steps(writer, 0, 200, truncated_frac=0.02)
+    write_steps(writer, 200, 300, truncated_frac=0.95)  # completions hit the length limit
+    writer.close("finished")
+    at = open_app(run="runs/truncating")
+    table = at.dataframe[0].value
+    assert "completions_truncated" in set(table["rule"])
+    specs = {
+        s["layout"]["title"]["text"]: s
+        for s in (json.loads(c.proto.spec) for c in at.get("plotly_chart"))
+    }
+    spec = next(s for title, s in specs.items() if title.startswith("Truncated"))
+    markers = [t for t in spec["data"] if t.get("name") == "warning alerts"]
+    assert markers and 200 <= markers[0]["x"][0] < 300
+    assert any(s["type"] == "rect" and s["x0"] >= 200 for s in spec["layout"]["shapes"])
+    entropy = next(s for title, s in specs.items() if title.startswith("Entropy"))
+    assert not entropy["layout"].get("shapes")  # a truncation alert is not an entropy alert
+
+
+def test_health_row_says_nothing_is_missing_when_all_are_logged(root: Path) -> None:
+    write_health_run(
+        root,
+        "verl",
+        grad_norm=1.0,
+        truncated_frac=0.01,
+        zero_std_frac=0.2,
+        rollout_prob_diff=0.002,
+        rollout_prob_diff_max=0.3,
+        rollout_is_ratio=1.0,
+    )
+    at = open_app(run="runs/verl")
+    titles = chart_titles(at)
+    assert sum(t.startswith("Rollout mismatch") for t in titles) == 1
+    assert sum(t.startswith("Zero-spread") for t in titles) == 1
+    assert not any("Not logged" in unescape(c) for c in texts(at.caption))

@@ -212,3 +212,26 @@ def test_any_running_decides_the_live_interval(tmp_path: Path) -> None:
     finally:
         live.close()
         store.close()
+
+
+def test_health_row_says_which_health_series_a_run_logs_and_lacks() -> None:
+    from monitor.run_view import health_row
+
+    names = ["kl_mean", "entropy", "grad_norm", "truncated_frac", "rollout_is_ratio_max", "lr"]
+    row = health_row(names)
+    assert row.found == ("entropy", "grad_norm", "truncated_frac", "rollout_is_ratio_max")
+    assert [(c.name, c.series) for c in row.charts] == [
+        ("entropy", ("entropy",)),
+        ("grad_norm", ("grad_norm",)),
+        ("truncated_frac", ("truncated_frac",)),
+        ("rollout_mismatch", ("rollout_is_ratio_max",)),  # only what the run logs
+    ]
+    assert [c.short for c in row.missing] == ["zero_std_frac"]
+    assert views.health_not_logged(row) == "Not logged: zero-spread fraction"
+
+    row = health_row(["entropy", "grad_norm", "truncated_frac"])
+    assert views.health_not_logged(row) == "Not logged: rollout mismatch, zero-spread fraction"
+    assert [c.short for c in row.missing] == ["rollout mismatch", "zero_std_frac"]
+    everything = health_row([*names, "zero_std_frac"])
+    assert everything.missing == () and views.health_not_logged(everything) is None
+    assert health_row(["kl_mean"]).charts == ()

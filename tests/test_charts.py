@@ -18,6 +18,8 @@ from monitor.charts import (
     compare_figure,
     ema_smooth,
     extra_series_names,
+    health_figure,
+    health_figure_name,
     kl_band,
     kl_figure,
     reward_figure,
@@ -28,6 +30,7 @@ from monitor.charts import (
 from monitor.downsample import DEFAULT_BUDGET
 from monitor.presets import KLMeaning
 from monitor.rules import AlertConfig
+from monitor.run_view import health_row
 from monitor.table import SeriesData
 
 TARGETED = {"kl": {"target": 0.05, "units": "per_token"}}  # what _run's run.json says
@@ -210,7 +213,7 @@ def test_reward_figure_uses_logged_total() -> None:
 
 def test_extra_series_panel_per_series() -> None:
     run = _run(entropy=np.ones(1000), response_length=np.full(1000, 12.0))
-    assert extra_series_names(run.names) == ["entropy", "response_length"]
+    assert extra_series_names(run.names) == ["response_length"]  # entropy: the Health row
     figs = run_figures(run, NO_PRESET, extra=["entropy", "response_length", "not_a_series"])
     assert _trace_names(figs["extra"]) == ["entropy", "response_length"]
     fig = series_figure(run.steps, {"entropy": run.column("entropy")})
@@ -264,3 +267,69 @@ def test_beta_chart_only_when_beta_is_known_and_title_says_what_kl_is() -> None:
 
     figs = run_figures(run, meaning_for(names, {"config": {"beta": 0.04}}, PRESETS["trl_grpo"]))
     assert list(figs["beta"].data[0].y) == [0.04] * 5  # constant β from the config
+
+
+# -- the Health row ---------------------------------------------------------------------------
+
+
+def test_health_alert_span_is_drawn_on_its_chart_like_on_the_kl_chart() -> None:
+    n = 1000
+    truncated = np.full(n, 0.02)
+    truncated[400:600] = 0.9
+    run = _run(n, entropy=np.linspace(2.0, 1.5, n), truncated_frac=truncated)
+    alerts = [
+        Alert("completions_truncated", "warning", 415, 610, "truncated_frac", 0.9, "cut off"),
+        Alert("entropy_collapse", "warning", 900, None, "entropy", 1.55, "collapsing"),
+    ]
+    fig = health_figure(run.steps, {"truncated_frac": truncated}, "Truncated", alerts)
+    marker = next(t for t in fig.data if t.name == "warning alerts")
+    assert list(marker.x) == [415] and marker.y[0] == pytest.approx(0.9)  # at its value
+    assert "cut off" in marker.text[0]
+    shapes = fig.layout.shapes
+    assert [(s.type, s.x0, s.x1) for s in shapes] == [("rect", 415, 610)]  # the entropy one: no
+
+    # run_figures routes each alert to the chart of its metric; the KL chart keeps them all
+    charts = health_row(run.names).charts
+    figs = run_figures(run, NO_PRESET, alerts, health=charts)
+    assert {health_figure_name(c) for c in charts} == {"health_entropy", "health_truncated_frac"}
+    entropy = figs["health_entropy"]
+    assert [(s.type, s.x0) for s in entropy.layout.shapes] == [("rect", 900)]  # active: to the end
+    assert [(s.x0, s.x1) for s in figs["health_truncated_frac"].layout.shapes] == [(415, 610)]
+    assert len(figs["kl"].layout.shapes) == 2
+
+
+def test_health_traces_are_downsampled_and_keep_the_spike() -> None:
+    n = 300_000
+    grad = np.ones(n)
+    grad[123_456] = 500.0
+    fig = health_figure(np.arange(n), {"grad_norm": grad}, "Gradient norm")
+    (trace,) = fig.data
+    assert len(trace.x) <= DEFAULT_BUDGET and 500.0 in list(trace.y)
+
+
+def test_rollout_chart_has_a_panel_per_family_and_shares_stay_linear() -> None:
+    n = 200
+    series = {
+        "rollout_logp_diff": np.full(n, 0.01),
+        "rollout_logp_diff_max": np.full(n, 0.5),
+        "rollout_is_ratio": np.ones(n),
+        "rollout_is_ratio_min": np.full(n, 0.8),
+        "rollout_is_ratio_max": np.full(n, 1.3),
+    }
+    alert = Alert("rollout_mismatch", "warning", 50, 80, "rollout_is_ratio", 1.4, "mismatch")
+    fig = health_figure(np.arange(n), series, "Rollout", [alert], ChartOptions(log_y=True))
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles == ["rollout_logp_diff", "rollout_is_ratio"]
+    by_axis: dict[str, list[str]] = {}
+    for t in fig.data:
+        by_axis.setdefault(t.yaxis, []).append(t.name)
+    assert by_axis["y"] == ["rollout_logp_diff", "rollout_logp_diff_max"]
+    assert by_axis["y2"][:3] == ["rollout_is_ratio", "rollout_is_ratio_min", "rollout_is_ratio_max"]
+    assert by_axis["y2"][3] == "warning alerts"  # on the panel of its metric
+    (span,) = fig.layout.shapes
+    assert span.yref == "y2 domain" and (span.x0, span.x1) == (50, 80)
+    assert fig.layout.yaxis.type == "log"
+    fractions = health_figure(
+        np.arange(n), {"truncated_frac": np.zeros(n)}, "T", [], ChartOptions(log_y=True)
+    )
+    assert fractions.layout.yaxis.type != "log"  # 0 is the healthy share: always linear

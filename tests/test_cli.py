@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from monitor import RunWriter
 from monitor.__main__ import Watcher, main
 from monitor.rules import AlertConfig
 from tests.test_alerts import metrics_lines, noisy, trace, write_run
@@ -56,6 +57,7 @@ def test_json_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         "alerts",
         "source",
         "series",
+        "health_series",
     ]
     assert run["source"] == {
         "format": "klwatch",
@@ -65,6 +67,7 @@ def test_json_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         "key": None,
     }
     assert run["series"][:4] == ["kl_mean", "kl_max", "beta", "reward_mean"]
+    assert run["health_series"] == []  # this trace logs no health series
     assert (run["path"], run["name"], run["rows"], run["last_step"], run["skipped"]) == (
         str(tmp_path / "runs" / "a"),
         "t",
@@ -112,6 +115,55 @@ def test_plain_output_is_a_table_per_run(
     assert code == 1
     assert "SEVERITY" in out and "kl_spike" in out and "600" in out
     assert "no alerts" in out
+
+
+def write_grpo_like_run(directory: Path, steps: int = 100) -> Path:
+    """Entropy, gradient norm and truncation logged; zero-spread and rollout series not."""
+    writer = RunWriter(directory, config={"target_kl": 0.05}, name="grpo")
+    for step in range(steps):
+        writer.log(
+            step,
+            kl_mean=0.03,
+            kl_max=0.1,
+            beta=0.04,
+            reward_mean=0.5,
+            entropy=1.2,
+            grad_norm=0.8,
+            truncated_frac=0.05,
+            my_metric=0.1,
+        )
+    writer.close("finished")
+    return directory
+
+
+def test_check_names_the_health_series_found_and_not_logged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_grpo_like_run(tmp_path / "grpo")
+    code, out, _ = run_main(capsys, "check", str(tmp_path / "grpo"))
+    lines = [line.strip() for line in out.splitlines()]
+    assert (
+        "health series: entropy, grad_norm, truncated_frac "
+        "(not logged: rollout mismatch, zero_std_frac)"
+    ) in lines
+    assert code == 0 and "no alerts" in out  # absence is said, never alerted
+
+    code, out, _ = run_main(capsys, "check", str(tmp_path / "grpo"), "--json")
+    (run,) = json.loads(out)["runs"]
+    assert run["health_series"] == ["entropy", "grad_norm", "truncated_frac"]
+    # `series` keeps listing every series, health or not
+    assert set(run["series"]) >= {"kl_mean", "entropy", "grad_norm", "truncated_frac", "my_metric"}
+
+
+def test_check_says_when_no_health_series_is_logged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_run(tmp_path / "a", healthy())
+    _, out, _ = run_main(capsys, "check", str(tmp_path / "a"))
+    assert (
+        "  health series: none (not logged: entropy, grad_norm, truncated_frac, "
+        "rollout mismatch, zero_std_frac)"
+    ) in out.splitlines()
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,7 @@ ROW_RULES: dict[str, RowBuilder] = {
     "completions_truncated": health.completions_truncated,
     "grad_spike": spikes.grad_spike,
     "rollout_mismatch": health.rollout_mismatch,
+    "metric_nonfinite": nonfinite.metric_nonfinite,
 }
 
 BLOCK_RULES: dict[str, BlockBuilder] = {
