@@ -40,6 +40,12 @@ def synthetic_columns(n: int, seed: int = 0) -> dict[str, np.ndarray]:
         "beta": np.full(n, 0.1),
         "reward_mean": 1 - np.exp(-t / 8000) + rng.normal(0, 0.05, n),
         "response_len": rng.integers(50, 300, n).astype(float),
+        # the health series, so the health rules do their work too
+        "entropy": 2.0 * np.exp(-t / 50_000) * np.exp(rng.normal(0, 0.05, n)),
+        "grad_norm": np.exp(rng.normal(0, 0.3, n)),
+        "truncated_frac": rng.binomial(8, 0.1, n) / 8,
+        "zero_std_frac": rng.binomial(8, 0.4, n) / 8,
+        "loss": rng.normal(0, 0.1, n),
     }
 
 

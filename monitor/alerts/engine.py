@@ -29,6 +29,18 @@ from monitor.run import Run
 BLOCK_SERIES = {"kl_mean": "native", "beta": "beta", "reward_mean": "reward"}
 
 
+class MissingAsNaN(dict[str, np.ndarray]):
+    """A batch's columns; a series the run never logged reads as all-NaN, made on demand."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.count = count
+
+    def __missing__(self, name: str) -> np.ndarray:
+        self[name] = np.full(self.count, np.nan)
+        return self[name]
+
+
 class AlertEngine:
     """Streaming detectors for one run. Feed it with `update(run)` after each refresh."""
 
@@ -132,11 +144,10 @@ class AlertEngine:
         length = self.config.band.length_column
         names = {*self._fill, length}.union(*(d.columns for d in self._row_detectors))
         count = new.stop - new.start
-        raw = {
-            # run.column() of a never-logged series allocates the whole run: O(n), not O(new)
-            name: run.column(name)[new] if name in logged else np.full(count, np.nan)
-            for name in sorted(names)
-        }
+        # run.column() of a never-logged series allocates the whole run: O(n), not O(new);
+        # its all-NaN batch is made only if a detector reads it.
+        raw = MissingAsNaN(count)
+        raw.update({name: run.column(name)[new] for name in sorted(names) if name in logged})
         steps = run.steps[new]
         per_token = per_token_divisor(self.th, self.config.band, raw[length])
         rows = Rows(steps, raw, per_token, logged, self.meaning)

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from monitor.alerts.detector import LOG_FLOOR, Rows
 from monitor.alerts.model import AlertLog
@@ -57,12 +56,15 @@ class Spikes:
         recent = config.recent_rows
         self._recent = {m: np.full(recent, np.nan) for m in config.metrics} if recent else {}
 
-    def _recent_median(self, m: str, x: np.ndarray) -> np.ndarray:
-        """Per row: the median of the `recent_rows` log values before it (NaN until known)."""
+    def _recent_median(self, m: str, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """For the batch rows `rows`: the median of the `recent_rows` log values before each
+        (NaN until known). Only candidates ask, so the cost is not per row."""
         tail = self._recent[m]
         joined = np.concatenate((tail, x))
-        windows = sliding_window_view(joined[:-1], tail.size)
         self._recent[m] = joined[-tail.size :].copy()
+        if rows.size == 0:
+            return np.empty(0)
+        windows = joined[rows[:, None] + np.arange(tail.size)]
         return np.median(windows, axis=1)
 
     def feed(self, rows: Rows, log: AlertLog) -> None:
@@ -90,9 +92,10 @@ class Spikes:
             if self._recent:
                 # A jump, not a climb: also far above the last few rows (a level that rose
                 # over tens of steps has its recent rows as high; the reference lags it).
-                jump = x - self._recent_median(m, x)
+                candidates = np.flatnonzero(hits[m])
+                jump = x[candidates] - self._recent_median(m, x, candidates)
                 with np.errstate(invalid="ignore"):
-                    hits[m] &= jump > math.log(cfg.min_jump)
+                    hits[m][candidates] = jump > math.log(cfg.min_jump)
             ratios[m], medians[m] = np.exp(excess), np.exp(ref)
         cond = np.logical_or.reduce(list(hits.values()))
         for event in self._episodes.feed(cond, rows.steps):
