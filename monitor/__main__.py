@@ -71,18 +71,34 @@ NO_RUNS_HINT = (
 )
 
 
-def run_locations(paths: Sequence[str]) -> list[RunLocation]:
-    """Each PATH as a run (directory, verl JSONL, trackio DB), or the runs below it."""
+@dataclass
+class Found:
+    """The runs under the PATHs, and why each PATH that gave none could not be read."""
+
+    locations: list[RunLocation] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # one sentence per unreadable PATH
+
+
+def run_locations(paths: Sequence[str]) -> Found:
+    """Each PATH as a run (directory, verl JSONL, trackio DB), or the runs below it. A PATH
+    that is missing or unreadable is named in `problems`; it hides none of the others."""
     found: dict[RunLocation, None] = {}
+    problems = []
     for raw in paths:
         path = Path(raw)
-        if not path.exists():
-            raise InputError(f"{raw}: no such file or directory")
-        locations = locate_path(path)
+        try:
+            if not path.exists():
+                problems.append(f"{raw}: no such file or directory")
+                continue
+            locations = locate_path(path)
+        except OSError as e:
+            problems.append(f"{raw}: cannot read ({e.strerror or e})")
+            continue
         if not locations:
-            raise InputError(f"{raw}: no runs found ({NO_RUNS_HINT})")
+            problems.append(f"{raw}: no runs found ({NO_RUNS_HINT})")
+            continue
         found.update(dict.fromkeys(locations))
-    return list(found)
+    return Found(list(found), problems)
 
 
 def _progress(items: list[RunLocation], stream: TextIO) -> Iterator[RunLocation]:
@@ -102,18 +118,17 @@ def check_paths(
     now: float | None = None,
     stderr: TextIO = sys.stderr,
     preset: Preset | None = None,
-) -> list[RunReport]:
+) -> tuple[list[RunReport], list[str]]:
+    """A report per run found, and the PATHs that could not be read. A run whose data
+    cannot be opened is reported with its records_unreadable alert, not dropped."""
+    found = run_locations(paths)
     reports = []
-    for location in _progress(run_locations(paths), stderr):
+    for location in _progress(found.locations, stderr):
         monitored = MonitoredRun.open(location, config, preset)
-        try:
+        with contextlib.suppress(OSError):  # kept in Run.read_error: an alert on the run
             monitored.refresh()
-        except OSError as e:
-            raise InputError(f"{location}: cannot read the run ({e.strerror or e})") from e
-        if monitored.alert_error:
-            raise InputError(monitored.alert_error)
         reports.append(RunReport(monitored.run, monitored.alerts(now)))
-    return reports
+    return reports, found.problems
 
 
 def describe_source(run: Run) -> str:
@@ -177,12 +192,16 @@ def format_table(report: RunReport) -> str:
 
 
 def cmd_check(args: argparse.Namespace, config: AlertConfig) -> int:
-    reports = check_paths(args.paths, config, preset=args.preset)
-    if args.json:
-        document = {"runs": [r.to_dict() for r in reports]}
+    reports, problems = check_paths(args.paths, config, preset=args.preset)
+    if args.json and reports:
+        document = {"runs": [r.to_dict() for r in reports], "unreadable_paths": problems}
         sys.stdout.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
-    else:
+    elif reports:
         sys.stdout.write("\n\n".join(format_table(r) for r in reports) + "\n")
+    for problem in problems:  # after the runs that could be read: one bad PATH hides nothing
+        print(f"klwatch: {problem}", file=sys.stderr)
+    if problems:
+        return EXIT_USAGE
     return EXIT_ALERT if fails(reports, args.fail_on) else EXIT_OK
 
 
@@ -200,10 +219,13 @@ class Watcher:
         self.config = config
         self.preset = preset
         self.runs: dict[RunLocation, MonitoredRun] = {}
-        self._stalls_seen: set[tuple[Path, int]] = set()
+        self._facts_seen: set[tuple[Path, str, int]] = set()  # run-rule alerts printed
+        self.path_problems: list[str] = []  # PATHs unreadable at the last poll
 
     def poll(self, now: float | None = None) -> list[tuple[Run, Alert]]:
-        for location in run_locations(self.paths):
+        found = run_locations(self.paths)
+        self.path_problems = found.problems
+        for location in found.locations:
             if location not in self.runs:
                 self.runs[location] = MonitoredRun.open(location, self.config, self.preset)
         fresh: list[tuple[Run, Alert]] = []
@@ -212,12 +234,12 @@ class Watcher:
             try:
                 new_alerts = monitored.refresh()
             except OSError:
-                continue  # gone or unreadable for now; the next poll tries again
+                new_alerts = []  # kept in Run.read_error: records_unreadable says so
             fresh.extend((run, a) for a in new_alerts)
-            stall = monitored.engine.check_stall(run, now)
-            if stall is not None and (run.path, stall.step) not in self._stalls_seen:
-                self._stalls_seen.add((run.path, stall.step))
-                fresh.append((run, stall))
+            for fact in monitored.engine.check_run_rules(run, now):
+                if (run.path, fact.rule, fact.step) not in self._facts_seen:
+                    self._facts_seen.add((run.path, fact.rule, fact.step))
+                    fresh.append((run, fact))
         return fresh
 
 
@@ -236,10 +258,18 @@ def cmd_watch(args: argparse.Namespace, config: AlertConfig) -> int:
         raise InputError(str(e)) from e
     watcher = Watcher(args.paths, config, args.preset)
     cycle = 0
+    said: list[str] = []
     try:
         with stop_on_signals() as stop:
             while not stop.is_set():
-                for run, alert in watcher.poll():
+                fresh = watcher.poll()
+                if watcher.path_problems != said:  # named once, and again when it changes
+                    said = watcher.path_problems
+                    for problem in said:
+                        print(f"klwatch: {problem}", file=sys.stderr, flush=True)
+                if cycle == 0 and said and not watcher.runs:
+                    return EXIT_USAGE  # nothing at all to watch: a typo, not a late mount
+                for run, alert in fresh:
                     if args.json:
                         record = {"path": str(run.path), **alert.to_dict()}
                         line = json.dumps(record, allow_nan=False)

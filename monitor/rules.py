@@ -46,6 +46,8 @@ RULE_IDS = (
     "grad_spike",
     "rollout_mismatch",
     "metric_nonfinite",
+    "records_unreadable",
+    "alert_config_invalid",
 )
 # Tables of a rules file read by other modules: [notify] by monitor/notify.py.
 HANDED_OVER = ("notify",)
@@ -317,6 +319,16 @@ class RolloutMismatchConfig:
 
 
 @dataclass(frozen=True)
+class UnreadableConfig:
+    """records_unreadable: klwatch cannot see the run (never green while blind)."""
+
+    enabled: bool = True
+    severity: str = "warning"
+    # more than this share of the newest 100 lines damaged (monitor.run.RECENT_LINES)
+    damaged_share: float = 0.5
+
+
+@dataclass(frozen=True)
 class AlertConfig:
     """Every threshold of every rule. Override with `AlertConfig().merged(mapping, source)`."""
 
@@ -342,6 +354,8 @@ class AlertConfig:
     completions_truncated: TruncationConfig = field(default_factory=TruncationConfig)
     grad_spike: GradSpikeConfig = field(default_factory=GradSpikeConfig)
     rollout_mismatch: RolloutMismatchConfig = field(default_factory=RolloutMismatchConfig)
+    records_unreadable: UnreadableConfig = field(default_factory=UnreadableConfig)
+    alert_config_invalid: RunFactConfig = field(default_factory=RunFactConfig)
     metric_nonfinite: NonfiniteConfig = field(
         default_factory=lambda: NonfiniteConfig(
             metrics=("loss", "grad_norm", "reward_mean", "entropy")

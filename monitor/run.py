@@ -15,6 +15,7 @@ import math
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from monitor.sources.klwatch import newest_records
 from monitor.table import SeriesData, SeriesTable
 
 MAX_PROBLEMS_KEPT = 200  # a garbage file must not grow memory without bound
+RECENT_LINES = 100  # "the newest records": damage among this many last lines is judged
 STALL_FACTOR = 20.0  # "far longer than its usual step interval"
 STALL_MIN_SECONDS = 60.0
 LIVE_SECONDS = 60.0  # a run without a declared status is live if written this recently
@@ -64,6 +66,11 @@ class Run:
         # matches must not re-run detection on every refresh.
         self._meaning_decided = False
         self._problems: list[Problem] = []
+        # Line-based formats: lines handed over so far, and the numbers of the damaged ones
+        # among the newest RECENT_LINES (records_unreadable judges the newest records).
+        self.lines_read = 0
+        self._recent_bad: deque[int] = deque(maxlen=RECENT_LINES)
+        self.first_bad: Problem | None = None  # the first damaged record since the last reset
         self._lock = threading.RLock()
 
     # -- reading ----------------------------------------------------------------------------
@@ -86,15 +93,21 @@ class Run:
             if read.reset:
                 self.table.clear()
                 self._keep(Problem(self.data_label, None, read.reset))
+                self.lines_read, self.first_bad = 0, None
+                self._recent_bad.clear()
             self.skipped += read.skipped
             for problem in read.problems:
                 self._keep(problem)
+                if self.first_bad is None:
+                    self.first_bad = problem
             parsed = 0
             names_before = len(self._raw_names)
             for block in read.blocks:
                 self._raw_names.update(dict.fromkeys(block.columns))
                 self.table.append(block)
                 parsed += block.n
+                self.lines_read += block.lines
+                self._recent_bad.extend(line for line, _ in block.problems if line is not None)
             # After the read: some formats carry their metadata inside the data (TensorBoard's
             # args text), and a status written after the last records then matches them.
             info_changed = self.refresh_info()  # decides the meaning again when it changed
@@ -126,6 +139,13 @@ class Run:
             if self.table.n and (meaning.mapping, meaning.units) != (old.mapping, old.units):
                 self._meaning_changes += 1  # consumers of the old names start over
             self.meaning = meaning
+
+    def recent_damage(self) -> tuple[int, int]:
+        """(damaged, lines) among the newest RECENT_LINES lines of a line-based format
+        ((0, 0) for formats without lines: TensorBoard, trackio)."""
+        lines = min(self.lines_read, RECENT_LINES)
+        newest = self.lines_read - lines
+        return sum(1 for line in self._recent_bad if line > newest), lines
 
     def _keep(self, problem: Problem) -> None:
         if len(self._problems) < MAX_PROBLEMS_KEPT:

@@ -47,11 +47,18 @@ def test_unknown_key_in_toml_names_key_and_file(tmp_path: Path) -> None:
         load_rules_file(rules_file)
 
 
-def test_unknown_key_in_run_json_names_key_and_file(tmp_path: Path) -> None:
+def test_unknown_key_in_run_json_is_an_alert_and_the_defaults_keep_watching(
+    tmp_path: Path,
+) -> None:
     info = {**HEALTHY_INFO, "alerts": {"band": {"hihg": 0.2}}}
     run = load_run(write_run(tmp_path / "r", high_trace(), info))
-    with pytest.raises(RulesError, match=r"run\.json.*'band\.hihg'"):
-        AlertEngine().update(run)
+    engine = AlertEngine()
+    engine.update(run)
+    alerts = {a.rule: a for a in engine.alerts_now(run)}
+    invalid = alerts["alert_config_invalid"]
+    assert invalid.active and invalid.severity == "warning"
+    assert "run.json" in invalid.message and "'band.hihg'" in invalid.message
+    assert "kl_high" in alerts  # watched with the default band
 
 
 @pytest.mark.parametrize(

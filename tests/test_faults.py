@@ -131,9 +131,9 @@ def test_bad_alert_thresholds_in_run_json_are_reported(store: RunStore, tmp_path
     rid = f"{tmp_path.name}/badrules"
     entry = store.get(rid)
     assert entry is not None and entry.run is not None and entry.run.n_rows == 5
-    assert entry.alert_error is not None and "bogus" in entry.alert_error
-    summary = store.summary(rid)
-    assert summary is not None and summary.problem is not None and "bogus" in summary.problem
+    assert entry.monitored is not None
+    (invalid,) = [a for a in entry.monitored.alerts() if a.rule == "alert_config_invalid"]
+    assert "bogus" in invalid.message and invalid.active
     healthy_is_fine(store, tmp_path)
 
 

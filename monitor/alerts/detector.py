@@ -25,8 +25,18 @@ from monitor.alerts.model import AlertLog
 from monitor.episodes import Episodes, Event
 from monitor.presets import KLMeaning
 from monitor.rules import AlertConfig
+from monitor.run import Run
 
 LOG_FLOOR = 1e-8  # KL values at or below this count as this on the log scale
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What a run rule (registry.RUN_RULES) judges: the run as a whole, not its rows."""
+
+    config: AlertConfig  # the thresholds in force for the run
+    run: Run
+    config_problem: str | None = None  # why the run's own `alerts` override was not applied
 
 
 @dataclass(frozen=True)

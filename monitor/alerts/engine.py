@@ -14,13 +14,13 @@ import time
 
 import numpy as np
 
-from monitor.alerts.detector import BlockRule, Blocks, RowDetector, Rows, block_stats
+from monitor.alerts.detector import BlockRule, Blocks, RowDetector, Rows, RunFacts, block_stats
 from monitor.alerts.model import Alert, AlertLog, alert_order
-from monitor.alerts.registry import BLOCK_RULES, CLOCK_RULES, ROW_RULES
+from monitor.alerts.registry import BLOCK_RULES, ROW_RULES, RUN_RULES
 from monitor.alerts.thresholds import Thresholds, per_token_divisor, resolve_thresholds
 from monitor.episodes import ForwardFill
 from monitor.presets import KLMeaning
-from monitor.rules import AlertConfig, config_for_run
+from monitor.rules import AlertConfig, RulesError, config_for_run
 from monitor.run import Run
 
 # The series every block rule reads (forward-filled over missing rows), by the name they have
@@ -59,7 +59,8 @@ class AlertEngine:
         self.th: Thresholds | None = None  # what the KL is judged against, once rows arrived
         self.meaning: KLMeaning | None = None
         self._reported: set[tuple[str, str, int]] = set()
-        self._clock: dict[str, Alert | None] = dict.fromkeys(CLOCK_RULES)
+        self._run_rules: dict[str, Alert | None] = dict.fromkeys(RUN_RULES)
+        self.config_problem: str | None = None  # why the run's `alerts` override was not used
         self._reset()
 
     # -- public -----------------------------------------------------------------------------
@@ -67,8 +68,8 @@ class AlertEngine:
     @property
     def alerts(self) -> list[Alert]:
         """Every episode so far in the order raised; active ones have end_step None."""
-        clock = [a for a in self._clock.values() if a is not None]
-        return sorted(self._log.alerts + clock, key=alert_order)
+        facts = [a for a in self._run_rules.values() if a is not None]
+        return sorted(self._log.alerts + facts, key=alert_order)
 
     @property
     def rows_seen(self) -> int:
@@ -97,21 +98,23 @@ class AlertEngine:
         return fresh
 
     def alerts_now(self, run: Run, now: float | None = None) -> list[Alert]:
-        """`alerts` with the wall-clock rules (run_stalled) brought up to date first."""
-        self.check_clock(run, now)
+        """`alerts` with the run rules (run_stalled, records_unreadable, …) brought up to
+        date first."""
+        self.check_run_rules(run, now)
         return self.alerts
 
-    def check_clock(self, run: Run, now: float | None = None) -> list[Alert]:
-        """Bring the wall-clock rules up to date; return their active alerts."""
+    def check_run_rules(self, run: Run, now: float | None = None) -> list[Alert]:
+        """Bring the rules about the run as a whole up to date; return their active alerts."""
         now = time.time() if now is None else now
-        for rule, check in CLOCK_RULES.items():
-            self._clock[rule] = check(self.config, run, now, self._clock[rule])
-        return [a for a in self._clock.values() if a is not None and a.active]
+        facts = RunFacts(self.config, run, self.config_problem)
+        for rule, check in RUN_RULES.items():
+            self._run_rules[rule] = check(facts, now, self._run_rules[rule])
+        return [a for a in self._run_rules.values() if a is not None and a.active]
 
     def check_stall(self, run: Run, now: float | None = None) -> Alert | None:
         """`run_stalled` from the wall clock: active while run.json says running and nothing
         was written for max(min_seconds, factor × usual step interval)."""
-        return next((a for a in self.check_clock(run, now) if a.rule == "run_stalled"), None)
+        return next((a for a in self.check_run_rules(run, now) if a.rule == "run_stalled"), None)
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -127,7 +130,13 @@ class AlertEngine:
 
     def _start(self, run: Run) -> None:
         """Resolve the run's config and thresholds and build its detectors (first rows)."""
-        self.config = config_for_run(self.base_config, run.info, "run.json (alerts)")
+        try:
+            self.config = config_for_run(self.base_config, run.info, "run.json (alerts)")
+            self.config_problem = None
+        except RulesError as e:
+            # A bad override costs only itself: the run is watched with the defaults, and
+            # alert_config_invalid says which key was refused.
+            self.config, self.config_problem = self.base_config, str(e)
         th = self.th = resolve_thresholds(self.config, run.info, self.meaning)
         row_detectors = (build(self.config, th) for build in ROW_RULES.values())
         block_rules = (build(self.config, th) for build in BLOCK_RULES.values())

@@ -4,7 +4,8 @@ A rule is listed under how it judges a run:
 
 - `ROW_RULES`: fed every batch of new rows (`RowDetector`);
 - `BLOCK_RULES`: fed the aligned blocks of `block_rows` rows a batch completes (`BlockRule`);
-- `CLOCK_RULES`: asked with the wall clock whenever alerts are asked for.
+- `RUN_RULES`: asked whenever alerts are asked for, with the run as a whole and the wall
+  clock (a stall, records klwatch cannot read, an override it cannot apply).
 
 Row and block builders take the run's resolved config and thresholds and return the rule's
 detector for that run, or None when the rule is off for it. Adding a rule: docs/alerts.md,
@@ -26,17 +27,17 @@ from monitor.alerts import (
     reward,
     spikes,
     stall,
+    unreadable,
 )
-from monitor.alerts.detector import BlockRule, RowDetector
+from monitor.alerts.detector import BlockRule, RowDetector, RunFacts
 from monitor.alerts.model import Alert
 from monitor.alerts.thresholds import Thresholds
 from monitor.rules import AlertConfig
-from monitor.run import Run
 
 RowBuilder = Callable[[AlertConfig, Thresholds], RowDetector | None]
 BlockBuilder = Callable[[AlertConfig, Thresholds], BlockRule | None]
-# (config, run, now, the rule's last episode or None) -> its episode now
-ClockCheck = Callable[[AlertConfig, Run, float, Alert | None], Alert | None]
+# (the run's facts, now, the rule's last episode or None) -> its episode now
+RunCheck = Callable[[RunFacts, float, Alert | None], Alert | None]
 
 ROW_RULES: dict[str, RowBuilder] = {
     "kl_nonfinite": nonfinite.kl_nonfinite,
@@ -60,11 +61,13 @@ BLOCK_RULES: dict[str, BlockBuilder] = {
     "reward_hacking": reward.reward_hacking,
 }
 
-CLOCK_RULES: dict[str, ClockCheck] = {
+RUN_RULES: dict[str, RunCheck] = {
     "run_stalled": stall.run_stalled,
+    "records_unreadable": unreadable.records_unreadable,
+    "alert_config_invalid": unreadable.alert_config_invalid,
 }
 
 
 def registered_rules() -> list[str]:
     """Every rule id with a detector (each listed once across the three tables)."""
-    return [*ROW_RULES, *BLOCK_RULES, *CLOCK_RULES]
+    return [*ROW_RULES, *BLOCK_RULES, *RUN_RULES]

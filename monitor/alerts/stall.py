@@ -5,16 +5,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from monitor.alerts.detector import RunFacts
 from monitor.alerts.model import Alert
-from monitor.rules import AlertConfig
-from monitor.run import Run
 
 
-def run_stalled(config: AlertConfig, run: Run, now: float, current: Alert | None) -> Alert | None:
+def run_stalled(facts: RunFacts, now: float, current: Alert | None) -> Alert | None:
     """The run_stalled episode at `now`: `current` (the last one, if any) kept, cleared, or a
     new one raised. Active while run.json says running and nothing was written for
     max(min_seconds, factor × the usual step interval)."""
-    cfg = config.run_stalled
+    cfg, run = facts.config.run_stalled, facts.run
     idle = run.seconds_since_write(now)
     # The run's status is decided in one place (monitor.run.run_status), with this rule's
     # factor, so the sidebar says "stalled" exactly when this alert is active.
