@@ -7,13 +7,17 @@ VERL   := verl==0.9.1
 
 .PHONY: run test check lint bench chromium clean demo
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -qq -r requirements-dev.txt
 	@# verl's own file logger writes the verl test files; its package deps (ray, a
 	@# transformers pin) are not needed for that one module, hence --no-deps.
 	$(PY) -m pip install -qq --no-deps $(VERL)
+	@# klwatch itself, editable: .venv/bin/klwatch, and `import monitor` from any directory.
+	@# Its dependencies are the pinned ones above (--no-deps); the build backend is the pinned
+	@# setuptools already in the venv (--no-build-isolation: nothing fetched to build).
+	$(PY) -m pip install -qq --no-deps --no-build-isolation -e .
 	touch $@
 
 # The dashboard on the embedded sample runs, plus a live demo training run into runs/.

@@ -1,7 +1,8 @@
 """The run-directory contract and the one writer of it.
 
 A run directory holds:
-  metrics.jsonl  one JSON object per line, appended once per step (see REQUIRED_KEYS)
+  metrics.jsonl  one JSON object per line, appended once per step (see REQUIRED_KEYS;
+                 OPTIONAL_KEYS and any other numeric key may be added)
   run.json       name, created, schema_version, status, config; replaced atomically
   samples.jsonl  optional: a few generated responses with their reward every N steps
 
@@ -25,7 +26,11 @@ METRICS_FILE = "metrics.jsonl"
 INFO_FILE = "run.json"
 SAMPLES_FILE = "samples.jsonl"
 
-REQUIRED_KEYS = ("step", "time", "kl_mean", "kl_max", "beta", "reward_mean")
+# Only what every trainer has: a step and its mean KL. The rest of the KL picture is logged
+# when the trainer has it; a rule whose series is absent stays silent and the page says
+# "not logged" (TRL, OpenRLHF and verl log no max KL, and most never log β).
+REQUIRED_KEYS = ("step", "time", "kl_mean")
+OPTIONAL_KEYS = ("kl_max", "beta", "reward_mean")
 # Keys the writer fills in itself; passing them to log() is a bug in the caller.
 RESERVED_KEYS = frozenset({"step", "time"})
 STATUSES = ("running", "finished", "failed")
@@ -120,6 +125,10 @@ class RunWriter:
     line; when `log()` returns the bytes are in the OS, so `kill -9` loses nothing `log()`
     returned; fsync at most every `fsync_interval_s` and on close; run.json replaced
     atomically. Errors (full disk, permission) raise `OSError` naming the path.
+
+    A record needs only `kl_mean` besides its step (`writer.log(step, kl_mean=0.01)`);
+    `kl_max`, `beta`, `reward_mean` and any other real number are logged when given.
+    `require_kl_keys=False` drops even `kl_mean` (a logger copying another trainer's names).
     """
 
     def __init__(

@@ -67,7 +67,7 @@ def test_nan_and_infinities_round_trip(tmp_path: Path) -> None:
         (0, {**KL, "entropy": None}, "'entropy' must be a real number"),
         (0, {**KL, "done": True}, "'done' must be a real number"),
         (0, {**KL, "time": 3.0}, "reserved"),
-        (0, {"kl_mean": 0.1}, "lacks required keys"),
+        (0, {"kl_max": 0.1, "beta": 0.1}, r"lacks required keys \[.kl_mean.\]"),
     ],
 )
 def test_bad_calls_raise_and_write_nothing(

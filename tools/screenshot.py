@@ -9,12 +9,24 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tools.live_server import REPO, launch_chromium, streamlit_server
+
+EXCEPTION = '[data-testid="stException"]'
+
+
+def wait_for_charts(page: Any) -> None:
+    """Until the KL chart is drawn; a page that shows a traceback instead ends the tool
+    (never commit a picture of an exception as "the page")."""
+    page.locator(f".js-plotly-plot, {EXCEPTION}").first.wait_for(timeout=60_000)
+    broken = page.locator(EXCEPTION)
+    if broken.count():
+        raise SystemExit(f"the page shows an exception:\n{broken.first.inner_text()}")
 
 
 def main() -> None:
@@ -27,10 +39,10 @@ def main() -> None:
         browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
         page.goto(f"{url}/?run={args.run}")
-        page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+        wait_for_charts(page)
         page.wait_for_timeout(3000)  # the background checker counts every run's alerts …
         page.reload()  # … and a fresh render shows them all in the sidebar
-        page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+        wait_for_charts(page)
         page.wait_for_timeout(2500)  # let the other charts finish drawing
         page.screenshot(path=args.out, full_page=False)
         browser.close()
