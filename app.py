@@ -19,18 +19,22 @@ import time
 from pathlib import Path
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from monitor import auth, charts, views
 from monitor.presets import preset_from_spec
 from monitor.render_cache import RenderCache
-from monitor.run_view import HealthRow, RunSummary, RunView
+from monitor.run_view import AlertTally, HealthRow, RunSummary, RunView
 from monitor.store import RunStore
 
 APP_DIR = Path(__file__).resolve().parent
 LIVE_INTERVAL_S = 0.5  # check twice a second: a new record on screen within ~1 s
 IDLE_INTERVAL_S = 5.0  # when none of the shown runs is running
 DATA_REDRAW_S = 1.0  # new rows alone redraw a page at most this often (alerts: at once)
+LANDING_CHECK_S = 5.0  # a first visit without ?run= waits at most this for alert counts
 SAMPLES_SHOWN = 20
+ALERT_ROWS_TALL = 30  # past this many alerts the table scrolls inside a fixed height
+ALERT_TABLE_HEIGHT = 700  # px
 HEALTH_COLUMNS = 3  # Health charts side by side; a fourth and fifth wrap to a second row
 PLOTLY_CONFIG = {
     "displaylogo": False,
@@ -113,9 +117,8 @@ def load_url_state(store: RunStore, summaries: dict[str, RunSummary]) -> None:
     if found:
         st.session_state["_chosen_run"] = found[0]
     elif not missing and summaries:
-        # No run asked for: open the most recently written one (what you want at 3 a.m.).
-        latest = max(summaries.values(), key=lambda s: s.last_write or 0.0)
-        st.session_state["_chosen_run"] = latest.run_id
+        # No run asked for: open the one that most needs attention (what you want at 3 a.m.).
+        st.session_state["_chosen_run"] = views.landing_run(summaries.values())
     st.session_state["series"] = view.series
     st.session_state["metric"] = view.metric
     st.session_state["log_y"] = view.log_y
@@ -176,6 +179,8 @@ def _choose_run() -> None:
 def sidebar(store: RunStore, summaries: dict[str, RunSummary], config: views.AppConfig) -> None:
     st.sidebar.title("klwatch")
     st.sidebar.caption("Roots: " + views.escape_markdown(", ".join(config.roots)))
+    for note in views.root_warnings(store.root_problems, config)[1]:
+        st.sidebar.caption(views.escape_markdown(note))
     if not summaries:
         st.sidebar.info(
             "No runs found yet. A run is a klwatch run directory, a TensorBoard log "
@@ -219,18 +224,29 @@ def sidebar(store: RunStore, summaries: dict[str, RunSummary], config: views.App
 # -- run page ------------------------------------------------------------------------------
 
 
+BANNER_LINES = 8  # per group; the Alerts tab has them all
+
+
 def health_banner(view: RunView) -> None:
-    verdict = views.health(view.alerts, view.engine_ready)
-    body = views.escape_markdown(verdict.headline)
-    if verdict.details:
-        body += "  \n" + "  \n".join(views.escape_markdown(d) for d in verdict.details[:8])
-    show = {"critical": st.error, "warning": st.warning, "past": st.info}.get(
-        verdict.level, st.success
-    )
-    icon = {"critical": "error", "warning": "warning", "past": "history"}.get(
-        verdict.level, "check_circle"
-    )
-    show(body, icon=f":material/{icon}:")
+    """Green only when nothing fired and klwatch can see the run; else one box per group —
+    Critical, Warning, what klwatch cannot see, Info, Cleared — each alert under its own
+    severity, with the tally ("1 critical · 2 warnings · 1 cleared") above them."""
+    verdict = views.run_health(view)
+    if verdict.level == "healthy":
+        st.success(views.escape_markdown(verdict.headline), icon=":material/check_circle:")
+        return
+    if verdict.tally:
+        st.markdown("**Alerts:** " + views.escape_markdown(verdict.tally))
+    for group in verdict.groups:
+        show = {"critical": st.error, "warning": st.warning}.get(group.level, st.info)
+        icon = {"critical": "error", "warning": "warning", "past": "history"}.get(
+            group.level, "info"
+        )
+        lines = [views.escape_markdown(line) for line in group.lines[:BANNER_LINES]]
+        if len(group.lines) > BANNER_LINES:
+            lines.append(f"… and {len(group.lines) - BANNER_LINES} more \\(Alerts tab\\)")
+        body = f"**{views.escape_markdown(group.heading)}**  \n" + "  \n".join(lines)
+        show(body, icon=f":material/{icon}:")
 
 
 def chart_options() -> charts.ChartOptions:
@@ -248,23 +264,18 @@ def run_page(store: RunStore, run_id: str) -> None:
         return
     data = view.data
     st.header(views.escape_markdown(view.name), anchor=False)
-    st.caption(
-        views.escape_markdown(
-            f"{run_id} · {view.status} · {data.n_rows:,} steps"
-            + (f" · last step {data.last_step:,}" if data.last_step is not None else "")
-        )
-    )
+    st.caption(views.escape_markdown(views.run_header(view)))
     for line in views.source_lines(view):
         st.caption(views.escape_markdown(line))
-    if view.read_error:
-        st.error("Cannot read this run: " + views.escape_markdown(view.read_error))
     if view.slow:
         st.warning(
             "Reading this run is slow (a network disk?): showing what was read so far; "
             "the read goes on in the background."
         )
     health_banner(view)
-    if data.n_rows == 0:
+    if data.n_rows == 0 and view.skipped:
+        st.info("No readable record: no charts. The Problems tab lists the skipped lines.")
+    elif data.n_rows == 0:
         st.info("No records yet: the charts appear with the first step.")
     else:
         run_charts(view)
@@ -298,29 +309,38 @@ def run_charts(view: RunView) -> None:
             health=health.charts,
         ),
     )
-    st.plotly_chart(figures["kl"], key="chart_kl", config=PLOTLY_CONFIG)
+    # On log-y, what the axis cannot draw (values ≤ 0) is counted under its chart.
+    notes = charts.run_log_notes(view.data, options, extra=extra, health=health.charts)
+    show_chart(st.container(), figures, "kl", notes)
     left, right = st.columns(2)
     if "beta" in figures:
-        left.plotly_chart(figures["beta"], key="chart_beta", config=PLOTLY_CONFIG)
+        show_chart(left, figures, "beta", notes)
     else:
         left.caption(views.escape_markdown(views.beta_missing(view.meaning)))
-    right.plotly_chart(figures["reward"], key="chart_reward", config=PLOTLY_CONFIG)
-    health_charts(figures, health)
+    show_chart(right, figures, "reward", notes)
+    health_charts(figures, health, notes)
     if extras:
         st.multiselect("Other series", extras, key="series", placeholder="lengths, losses …")
         if "extra" in figures:
-            st.plotly_chart(figures["extra"], key="chart_extra", config=PLOTLY_CONFIG)
+            show_chart(st.container(), figures, "extra", notes)
 
 
-def health_charts(figures: charts.Figures, health: HealthRow) -> None:
+def show_chart(
+    where: DeltaGenerator, figures: charts.Figures, name: str, notes: dict[str, str]
+) -> None:
+    where.plotly_chart(figures[name], key=f"chart_{name}", config=PLOTLY_CONFIG)
+    if name in notes:
+        where.caption(views.escape_markdown(notes[name]))
+
+
+def health_charts(figures: charts.Figures, health: HealthRow, notes: dict[str, str]) -> None:
     """The Health row: a chart per health signal the run logs, then what it does not log."""
     st.subheader("Health", anchor=False)
     shown = health.charts
     for start in range(0, len(shown), HEALTH_COLUMNS):
         row = shown[start : start + HEALTH_COLUMNS]
         for column, chart in zip(st.columns(HEALTH_COLUMNS), row, strict=False):
-            name = charts.health_figure_name(chart)
-            column.plotly_chart(figures[name], key=f"chart_{name}", config=PLOTLY_CONFIG)
+            show_chart(column, figures, charts.health_figure_name(chart), notes)
     not_logged = views.health_not_logged(health)
     if not_logged:
         st.caption(views.escape_markdown(not_logged))
@@ -328,11 +348,11 @@ def health_charts(figures: charts.Figures, health: HealthRow) -> None:
 
 def run_tabs(view: RunView) -> None:
     alerts = view.alerts
-    n_active = len(views.active_alerts(alerts))
+    tally = views.tally_text(AlertTally.of(alerts))
     problems = view.problems
     tab_alerts, tab_samples, tab_config, tab_problems, tab_data = st.tabs(
         [
-            f"Alerts ({n_active} active, {len(alerts)} total)",
+            f"Alerts ({tally})" if tally else "Alerts",
             "Samples",
             "Config",
             f"Problems ({view.skipped} lines skipped)" if problems else "Problems",
@@ -341,7 +361,14 @@ def run_tabs(view: RunView) -> None:
     )
     with tab_alerts:
         if alerts:
-            st.dataframe(views.alerts_frame(alerts), hide_index=True, key="alerts_table")
+            # A static table: every message whole and wrapped (a grid cuts long text), an
+            # open end as "active". Its cells are markdown, so each is escaped.
+            frame = views.alerts_frame(alerts)
+            table = views.markdown_frame(frame)
+            if len(frame) <= ALERT_ROWS_TALL:
+                st.table(table, hide_index=True)
+            else:
+                st.table(table, hide_index=True, height=ALERT_TABLE_HEIGHT)
         else:
             st.caption("No alerts so far.")
     with tab_samples:
@@ -396,9 +423,17 @@ def compare_page(store: RunStore, run_ids: list[str]) -> None:
     st.selectbox("Series", names, key="metric")
     options = chart_options()
     metric = st.session_state["metric"]
-    series = [charts.CompareSeries(v.run_id, v.data.steps, v.data.column(metric)) for v in loaded]
+    series = [
+        charts.CompareSeries(
+            v.run_id, v.data.steps, v.data.column(metric), health=views.health_badge(v)
+        )
+        for v in loaded
+    ]
     fig = charts.compare_figure(series, metric, options)
     st.plotly_chart(fig, key="chart_compare", config=PLOTLY_CONFIG)
+    note = charts.compare_log_note(series, options)
+    if note:
+        st.caption(views.escape_markdown(note))
     st.dataframe(views.compare_frame(loaded), hide_index=True)
 
 
@@ -430,7 +465,7 @@ def live_ticker(store: RunStore, run_ids: list[str]) -> None:
         keys = render_keys(store, run_ids)
         # Other runs matter too: a run in the sidebar that starts failing or gets an alert.
         # Summaries are shared by every viewer and recomputed at most once a second.
-        sidebar = views.sidebar_key(store.summaries_cached())
+        sidebar = (views.sidebar_key(store.summaries_cached()), store.root_problems)
         since = time.monotonic() - st.session_state.get("_rendered_at", 0.0)
         due = views.redraw_due(st.session_state.get("_rendered"), keys, since, DATA_REDRAW_S)
         if not st.session_state.get("_full_run") and (
@@ -477,7 +512,10 @@ def page() -> None:
     login_gate()
     config = app_config()
     store = get_store(config.roots, config.poll, config.follow_symlinks, config.preset)
-    summaries = {s.run_id: s for s in store.summaries()}
+    # A first visit without ?run= opens the run that most needs attention: runs the
+    # background checker has not reached yet are checked first (for a few seconds at most).
+    landing = not st.session_state.get("_url_loaded") and not st.query_params.get_all("run")
+    summaries = {s.run_id: s for s in store.summaries(check_s=LANDING_CHECK_S if landing else 0)}
     load_url_state(store, summaries)
     keep_widget_state()
     # Runs that vanished since the last rerun would make the widgets reject their state.
@@ -492,6 +530,8 @@ def page() -> None:
         summaries[rid] = store.summary(rid) or summaries[rid]
     sidebar(store, summaries, config)
 
+    for warning in views.root_warnings(store.root_problems, config)[0]:
+        st.warning(views.escape_markdown(warning), icon=":material/folder_off:")
     for missing in st.session_state.get("missing_runs", []):
         st.error(
             f"No run named “{views.escape_markdown(missing)}” among the runs discovered under "
@@ -511,7 +551,7 @@ def page() -> None:
     save_url_state(shown if shown else list(st.session_state.get("missing_runs", [])))
     st.session_state["_rendered"] = render_keys(store, shown)
     st.session_state["_rendered_at"] = time.monotonic()
-    st.session_state["_sidebar"] = views.sidebar_key(summaries.values())
+    st.session_state["_sidebar"] = (views.sidebar_key(summaries.values()), store.root_problems)
     with top_left:
         # Inside a full run the page is being drawn anyway: the ticker must not rerun it.
         st.session_state["_full_run"] = True

@@ -23,6 +23,7 @@ import plotly.graph_objects as go
 from monitor.alerts import Alert, Thresholds
 from monitor.downsample import DEFAULT_BUDGET, downsample
 from monitor.presets import KLMeaning
+from monitor.rules import RULE_IDS
 from monitor.run_view import HEALTH_CHARTS, HealthChart
 from monitor.table import SeriesData
 
@@ -33,6 +34,26 @@ LINEAR_HEALTH_SERIES = ("truncated_frac", "zero_std_frac", "rollout_kl", "rollou
 MAX_ALERT_SPANS = 50  # shaded alert spans per chart; beyond that shapes slow plotly down
 
 SEVERITY_COLORS = {"info": "#1f77b4", "warning": "#ff9f1c", "critical": "#d62728"}
+# Each rule's spans in its own colour (the same on every chart and run), in a lane of its own
+# at the top of the chart and named in the legend: overlapping episodes of different rules
+# stay apart. Severity is the markers' colour and the legend's "(critical)".
+# No green (the healthy band's colour) and no plain red (critical markers).
+_RULE_PALETTE = (
+    "#2E91E5", "#E15F99", "#B68100", "#750D86", "#EB663B", "#511CFB", "#222A2A",
+    "#778AAE", "#DA16FF", "#6C4516", "#0D2A63", "#A777F1", "#17BECF", "#B2828D",
+    "#FB00D1", "#8C564B", "#7F7F7F", "#DA60CA", "#393B79",
+)  # fmt: skip
+RULE_COLORS = dict(zip(RULE_IDS, itertools.cycle(_RULE_PALETTE), strict=False))
+LANE_HEIGHT = 0.035  # of the plot's height, per rule with spans on a chart
+SPAN_OPACITY = 0.06  # the faint full-height shading behind the lines
+LANE_OPACITY = 0.75
+KL_LEGEND_ROOM = 60  # px added to the KL chart when its legend sits below it
+# Compare colours say which run, never how it is doing: no red or green (a run's health is
+# in its legend name). Blues, purples, a gold-brown, greys.
+COMPARE_COLORS = (
+    "#1f77b4", "#9467bd", "#8c6d31", "#17becf", "#7f7f7f",
+    "#393b79", "#bc80bd", "#6b6ecf", "#636363", "#5254a3",
+)  # fmt: skip
 SERIES_COLORS = {
     "kl_mean": "#1f77b4",
     "kl_max": "#9467bd",
@@ -191,7 +212,15 @@ def kl_figure(
             for trace in line_traces(steps, values, name, options):
                 fig.add_trace(trace)
     kl_series = [c for c in (kl_max, kl_mean) if c is not None]
-    _add_alerts(fig, list(alerts), steps, kl_series, options)
+    alerts = list(alerts)
+    _add_alerts(fig, alerts, steps, kl_series, options)
+    if alerts:
+        # A rule per lane makes a long legend: below the chart, where it cannot run into
+        # the title, with room for two rows.
+        fig.update_layout(
+            height=options.height + KL_LEGEND_ROOM,
+            legend={"orientation": "h", "y": -0.15, "yanchor": "top", "x": 0, "xanchor": "left"},
+        )
     return fig
 
 
@@ -295,27 +324,65 @@ def _add_alerts(
             ),
             **where,
         )
-    # Shade where alerts lasted (most recent first, capped: shapes are costly in plotly).
+    _add_alert_spans(fig, alerts, steps, where)
+
+
+def _add_alert_spans(
+    fig: go.Figure, alerts: list[Alert], steps: np.ndarray, where: Mapping[str, int]
+) -> None:
+    """Shade where alerts lasted, each rule in its own colour (RULE_COLORS): faintly over
+    the whole height, and solidly in the rule's own lane at the top of the chart, named in
+    the legend ("kl_growth (critical)"), so overlapping episodes of different rules stay
+    apart. Most recent first, capped: shapes are costly in plotly. An episode of one step
+    is a dotted line in its rule's colour."""
     last_step = int(steps[-1]) if steps.size else 0
-    for alert in sorted(alerts, key=lambda a: a.step, reverse=True)[:MAX_ALERT_SPANS]:
+    shown = sorted(alerts, key=lambda a: a.step, reverse=True)[:MAX_ALERT_SPANS]
+    lanes = {rule: i for i, rule in enumerate(alert_lanes(shown))}
+    named: set[str] = set()
+    for alert in shown:
+        color = rule_color(alert.rule)
+        legend = {
+            "name": f"{alert.rule} ({alert.severity})",
+            "legendgroup": f"rule:{alert.rule}",
+            "showlegend": alert.rule not in named,
+        }
+        named.add(alert.rule)
         end = alert.end_step if alert.end_step is not None else last_step
-        if end > alert.step:
-            fig.add_vrect(
-                x0=alert.step,
-                x1=end,
-                line_width=0,
-                opacity=0.08,
-                fillcolor=SEVERITY_COLORS.get(alert.severity, "#888"),
-                **where,
-            )
-        else:
-            fig.add_vline(
-                x=alert.step,
-                line={"width": 1, "dash": "dot"},
-                line_color=SEVERITY_COLORS.get(alert.severity, "#888"),
-                opacity=0.6,
-                **where,
-            )
+        if end <= alert.step:
+            line = {"width": 1.5, "dash": "dot", "color": color}
+            fig.add_vline(x=alert.step, line=line, opacity=0.8, **legend, **where)
+            continue
+        fig.add_vrect(
+            x0=alert.step, x1=end, line_width=0, opacity=SPAN_OPACITY, fillcolor=color, **where
+        )
+        top = 1.0 - lanes[alert.rule] * LANE_HEIGHT
+        fig.add_shape(
+            type="rect",
+            x0=alert.step,
+            x1=end,
+            xref="x",
+            y0=top - LANE_HEIGHT,
+            y1=top,
+            yref="y domain",
+            fillcolor=color,
+            opacity=LANE_OPACITY,
+            line_width=0,
+            layer="below",  # under the lines: a lane never hides a value
+            **legend,
+            **where,
+        )
+
+
+def alert_lanes(alerts: Iterable[Alert]) -> list[str]:
+    """The rules with episodes on a chart, in lane order (top lane first): RULE_IDS order,
+    so a rule keeps its place from chart to chart."""
+    present = {a.rule for a in alerts}
+    known = [rule for rule in RULE_IDS if rule in present]
+    return known + sorted(present - set(known))
+
+
+def rule_color(rule: str) -> str:
+    return RULE_COLORS.get(rule, "#888888")
 
 
 def beta_figure(
@@ -460,20 +527,83 @@ class CompareSeries:
     label: str
     steps: np.ndarray
     values: np.ndarray
+    health: str = ""  # the run's health in a word (views.health_badge), shown in its name
+
+    @property
+    def name(self) -> str:
+        return f"{self.label} · {self.health}" if self.health else self.label
 
 
 def compare_figure(
     runs: Sequence[CompareSeries], metric: str, options: ChartOptions | None = None
 ) -> go.Figure:
-    """Several runs' `metric` overlaid, aligned by step."""
+    """Several runs' `metric` overlaid, aligned by step. Colours are neutral (no red or
+    green, which would suggest a health the run may not have); each run's health is said
+    in its legend name ("runs/a · critical")."""
     options = options or ChartOptions()
     fig = _base_figure(f"{metric} by run", metric, options)
-    palette = _palette()
+    palette = itertools.cycle(COMPARE_COLORS)
     for item in runs:
         color = next(palette)
-        for trace in line_traces(item.steps, item.values, item.label, options, color):
+        for trace in line_traces(item.steps, item.values, item.name, options, color):
             fig.add_trace(trace)
     return fig
+
+
+# -- what a log axis cannot draw ----------------------------------------------------------------
+
+
+def log_hidden_note(series: Mapping[str, np.ndarray]) -> str | None:
+    """The note under a log-y chart: how many values ≤ 0 it cannot draw (k1 KL goes
+    negative, a loss crosses 0), instead of letting them vanish. None when there are none."""
+    counts = {name: int(np.count_nonzero(np.asarray(v, float) <= 0)) for name, v in series.items()}
+    counts = {name: n for name, n in counts.items() if n}
+    total = sum(counts.values())
+    if not total:
+        return None
+    note = f"{total:,} value{'s' if total != 1 else ''} ≤ 0 not drawn on the log scale"
+    if len(counts) > 1:
+        note += " (" + ", ".join(f"{name} {n:,}" for name, n in counts.items()) + ")"
+    return note
+
+
+def run_log_notes(
+    data: SeriesData,
+    options: ChartOptions,
+    *,
+    extra: Sequence[str] = (),
+    health: Sequence[HealthChart] = (),
+) -> dict[str, str]:
+    """Per figure of `run_figures` (by its name), the log-scale note, when log-y is on and
+    the figure's log-scaled series have values ≤ 0. The reward chart and the linear Health
+    series are never log-scaled, so they have none."""
+    if not options.log_y:
+        return {}
+    columns = data.columns
+    charted = {
+        "kl": ("kl_mean", "kl_max"),
+        "beta": ("beta",),
+        "extra": tuple(extra),
+        **{
+            health_figure_name(chart): tuple(
+                s for s in chart.series if s not in LINEAR_HEALTH_SERIES
+            )
+            for chart in health
+        },
+    }
+    notes = {}
+    for figure, names in charted.items():
+        note = log_hidden_note({n: columns[n] for n in names if n in columns})
+        if note:
+            notes[figure] = note
+    return notes
+
+
+def compare_log_note(runs: Sequence[CompareSeries], options: ChartOptions) -> str | None:
+    """The compare chart's log-scale note (see log_hidden_note), counted per run."""
+    if not options.log_y:
+        return None
+    return log_hidden_note({item.label: item.values for item in runs})
 
 
 def _palette() -> Iterator[str]:

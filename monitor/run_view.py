@@ -95,6 +95,32 @@ def health_row(series_names: Iterable[str]) -> HealthRow:
 
 
 @dataclass(frozen=True)
+class AlertTally:
+    """A run's alerts counted by their own severity: the sidebar's "1 critical · 2 warnings ·
+    1 cleared" and the banner's groups read this, never a count labelled with the worst."""
+
+    critical: int = 0  # active, by severity
+    warning: int = 0
+    info: int = 0
+    cleared: int = 0  # episodes that fired and cleared, whatever their severity
+
+    @classmethod
+    def of(cls, alerts: Iterable[Alert]) -> AlertTally:
+        active = {"critical": 0, "warning": 0, "info": 0}
+        cleared = 0
+        for alert in alerts:
+            if alert.end_step is not None:
+                cleared += 1
+            elif alert.severity in active:
+                active[alert.severity] += 1
+        return cls(active["critical"], active["warning"], active["info"], cleared)
+
+    @property
+    def active(self) -> int:
+        return self.critical + self.warning + self.info
+
+
+@dataclass(frozen=True)
 class RunPulse:
     """What a live check compares twice a second: no rows, no alerts list."""
 
@@ -105,6 +131,7 @@ class RunPulse:
     past_count: int  # alerts that fired and cleared
     worst_severity: str | None  # of the active alerts
     seconds_since_write: float | None
+    tally: AlertTally = AlertTally()  # the alerts counted by their own severity
 
     @property
     def live(self) -> bool:
@@ -170,3 +197,5 @@ class RunSummary:
     source: str = "klwatch"  # the format's label for people: klwatch, TensorBoard, …
     past_count: int | None = None  # alerts that fired and cleared
     declared_status: object = None  # what the run's metadata says (light summaries)
+    tally: AlertTally | None = None  # by severity; None until the run has been checked once
+    skipped: int | None = None  # records skipped (damaged lines); None until read once

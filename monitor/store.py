@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterable
@@ -31,7 +32,7 @@ from monitor.monitored import MonitoredRun
 from monitor.presets import Preset
 from monitor.rules import AlertConfig
 from monitor.run import STALL_MIN_SECONDS, Run, run_status
-from monitor.run_view import DataVersion, RunPulse, RunSummary, RunView
+from monitor.run_view import AlertTally, DataVersion, RunPulse, RunSummary, RunView
 from monitor.sources import (
     DEFAULT_MAX_DEPTH,
     FORMAT_LABELS,
@@ -67,6 +68,8 @@ class RunEntry:
     alert_count: int | None = None
     past_count: int | None = None  # alerts that fired and cleared
     worst_severity: str | None = None
+    tally: AlertTally | None = None  # the alerts by their own severity (kept when evicted)
+    skipped: int | None = None  # damaged records skipped (kept when evicted)
     light: RunSummary | None = None  # summary of an unloaded run, until it is dirty again
     light_time: float = 0.0
     light_stamp: tuple[Any, ...] = ()
@@ -170,6 +173,7 @@ class RunStore:
         self._last_scan = 0.0
         self._summaries_lock = threading.Lock()
         self._summaries_cache: tuple[float, list[RunSummary]] | None = None
+        self._root_problems: tuple[str, ...] = ()
         self._observer: BaseObserver | None = None
         if watch:
             self._start_watching(poll)
@@ -208,9 +212,13 @@ class RunStore:
                     if self._closed:
                         return
                     entry = self.entry(run_id)
-                    if entry is not None and (entry.run is not None or entry.alert_count is None):
+                    if entry is None or (entry.run is None and entry.alert_count is not None):
+                        continue
+                    try:
                         self._update(entry)
-                        self._evict_if_needed()
+                    except Exception:  # one run's failure must not skip the runs after it
+                        log.exception("background alert check of %s failed", run_id)
+                    self._evict_if_needed()
             except Exception:  # a check must never kill the thread that does all the others
                 log.exception("background alert check failed")
             time.sleep(BACKGROUND_CHECK_PAUSE_S)
@@ -275,9 +283,17 @@ class RunStore:
             self._scan_once()
             self._last_scan = time.monotonic()
 
+    @property
+    def root_problems(self) -> tuple[str, ...]:
+        """One sentence per root that does not exist or cannot be read, as of the last scan
+        (the page names each; the other roots keep serving)."""
+        self.scan()
+        return self._root_problems
+
     def _scan_once(self) -> None:
         found: dict[str, tuple[Path, RunLocation]] = {}
         labels = self._root_labels()
+        self._root_problems = tuple(p for root in self.roots if (p := root_problem(root)))
         for root in self.roots:
             for location in find_runs(
                 root,
@@ -290,8 +306,10 @@ class RunStore:
                 known = self._entries.get(run_id)
                 if known is None or known.location != location:
                     self._entries[run_id] = RunEntry(run_id, root, location)
-            for run_id in list(self._entries):
-                if run_id not in found:  # deleted, moved away, or now unreadable
+            for run_id, entry in list(self._entries.items()):
+                # Deleted or moved away: forgotten. Now unreadable (its folder cannot be
+                # listed, so the walk passed over it): kept, its next read says why.
+                if run_id not in found and not _unlistable(entry.location.path, entry.root):
                     del self._entries[run_id]
             by_path: dict[Path, list[str]] = {}
             for run_id, entry in self._entries.items():
@@ -368,6 +386,7 @@ class RunStore:
             past_count=entry.past_count or 0,
             worst_severity=entry.worst_severity,
             seconds_since_write=monitored.run.seconds_since_write(),
+            tally=entry.tally or AlertTally(),
         )
 
     def _update(self, entry: RunEntry) -> bool:
@@ -423,6 +442,8 @@ class RunStore:
         entry.alert_count = len(active)
         entry.past_count = len(alerts) - len(active)
         entry.worst_severity = worst_severity(active)
+        entry.tally = AlertTally.of(alerts)
+        entry.skipped = monitored.run.skipped
 
     def refresh(self, run_id: str) -> bool:
         """For a live view: True if the run changed since the previous refresh."""
@@ -483,6 +504,8 @@ class RunStore:
             or entry.alert_error,
             source=run.format_label,
             past_count=entry.past_count,
+            tally=entry.tally,
+            skipped=run.skipped,
         )
 
     def _light(self, entry: RunEntry, now: float | None) -> RunSummary:
@@ -517,13 +540,53 @@ class RunStore:
         stamp = _probe(entry).stamp()
         if entry.light is None or stamp != entry.light_stamp:
             entry.light, entry.light_stamp = _light_summary(entry, now), stamp
-        else:  # unchanged files; only "stalled" can change with the clock
-            entry.light = replace(entry.light, status=_light_status(entry.light, now))
+        else:  # unchanged files; "stalled" changes with the clock, the tallies with checks
+            entry.light = replace(
+                entry.light,
+                status=_light_status(entry.light, now),
+                alert_count=entry.alert_count,
+                worst_severity=entry.worst_severity,
+                past_count=entry.past_count,
+                tally=entry.tally,
+                skipped=entry.skipped,
+            )
         entry.light_time = time.monotonic()
         return entry.light
 
-    def summaries(self, now: float | None = None) -> list[RunSummary]:
-        return [s for rid in self.run_ids() if (s := self.summary(rid, now)) is not None]
+    def summaries(self, now: float | None = None, check_s: float = 0.0) -> list[RunSummary]:
+        """Every run's summary. With `check_s`, runs never checked yet are read first (for
+        at most about that many seconds) so their alert tallies are known: the landing page
+        opens the run that most needs attention, not merely the first one read. A run whose
+        summary cannot be made is listed with the error, never dropped."""
+        run_ids = self.run_ids()
+        if check_s > 0:
+            self._check_unchecked(run_ids, time.monotonic() + check_s)
+        out = []
+        for rid in run_ids:
+            try:
+                summary = self.summary(rid, now)
+            except Exception as e:  # one bad run must not hide the others
+                log.exception("summary of %s failed", rid)
+                summary = RunSummary(
+                    rid, rid.rsplit("/", 1)[-1], "unknown", None, None, None, None, None,
+                    problem=f"{type(e).__name__}: {e}",
+                )  # fmt: skip
+            if summary is not None:
+                out.append(summary)
+        return out
+
+    def _check_unchecked(self, run_ids: Iterable[str], deadline: float) -> None:
+        for rid in run_ids:
+            entry = self.entry(rid)
+            if entry is None or entry.alert_count is not None:
+                continue
+            if time.monotonic() > deadline:
+                return
+            try:
+                self._update(entry)
+            except Exception:  # listed with its error by summary(); never fatal here
+                log.exception("checking %s failed", rid)
+        self._evict_if_needed()
 
     def summaries_cached(self, max_age_s: float = SUMMARIES_MAX_AGE_S) -> list[RunSummary]:
         """`summaries()`, computed at most once per `max_age_s` for all callers: every
@@ -545,6 +608,45 @@ def _run_id(label: str, root: Path, location: RunLocation) -> str:
     rel = location.path.relative_to(root).as_posix()
     run_id = label if rel == "." else f"{label}/{rel}"
     return f"{run_id}/{location.key}" if location.key else run_id
+
+
+def root_problem(root: Path) -> str | None:
+    """Why a root serves no runs, when it is missing or unreadable; None when it can be read
+    (a directory, or a file that may hold runs: a verl JSONL, a trackio database)."""
+    try:
+        info = os.stat(root)
+    except FileNotFoundError:
+        return f"{root} does not exist"
+    except OSError as e:
+        return f"{root} cannot be read ({e.strerror or e})"
+    if stat.S_ISDIR(info.st_mode):
+        try:
+            with os.scandir(root):
+                pass
+        except OSError as e:
+            return f"{root} cannot be read ({e.strerror or e})"
+    elif not stat.S_ISREG(info.st_mode):
+        return f"{root} is neither a directory nor a regular file"
+    return None
+
+
+def _unlistable(path: Path, root: Path | None = None) -> bool:
+    """True if the run at `path` still exists but the walk cannot reach it: its folder, or a
+    folder above it (up to `root`), cannot be listed. False once it is gone."""
+    folder = path
+    while True:
+        try:
+            with os.scandir(folder):
+                pass
+        except FileNotFoundError:
+            return False
+        except NotADirectoryError:
+            pass  # a run held in a file (verl JSONL, trackio DB): its folder is next
+        except OSError:
+            return True
+        if folder == root or folder.parent == folder:
+            return False
+        folder = folder.parent
 
 
 def _probe(entry: RunEntry) -> Source:
@@ -588,5 +690,7 @@ def _light_summary(entry: RunEntry, now: float | None) -> RunSummary:
         source=FORMAT_LABELS.get(entry.location.format, entry.location.format),
         past_count=entry.past_count,
         declared_status=source.info.get("status"),
+        tally=entry.tally,
+        skipped=entry.skipped,
     )
     return replace(summary, status=_light_status(summary, now))

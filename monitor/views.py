@@ -21,7 +21,15 @@ from monitor.alerts import SEVERITY_RANK, Alert
 from monitor.parse import Problem
 from monitor.presets import KLMeaning
 from monitor.run import Sample
-from monitor.run_view import DataVersion, HealthRow, RunPulse, RunSummary, RunView
+from monitor.run_view import (
+    LIVE_STATUSES,
+    AlertTally,
+    DataVersion,
+    HealthRow,
+    RunPulse,
+    RunSummary,
+    RunView,
+)
 
 # Colours via Streamlit's markdown (:green[…]) rather than emoji: a team screen or a
 # headless browser without an emoji font still shows them.
@@ -46,6 +54,17 @@ class AppConfig:
     poll: bool = False
     follow_symlinks: bool = False  # only for roots whose writers you trust (docs/deploy.md)
     preset: str | None = None  # force a names preset on every run (docs/integrations.md)
+    roots_given: bool = True  # False: the defaults, where a missing runs/ is not a problem
+
+
+def root_warnings(problems: Iterable[str], config: AppConfig) -> tuple[list[str], list[str]]:
+    """(warnings, notes) for roots that serve no runs (RunStore.root_problems). A root the
+    user named is a warning that names it; of the default roots, a missing one (runs/ before
+    the first training run) is only a note."""
+    problems = list(problems)
+    if not config.roots_given:
+        return [], [f"Default root {p}: nothing to show from it yet." for p in problems]
+    return [f"Root {p}: no runs from it are shown (the other roots are)." for p in problems], []
 
 
 def default_roots(app_dir: Path) -> tuple[str, ...]:
@@ -72,7 +91,8 @@ def parse_app_args(
     unique = tuple(dict.fromkeys(os.path.abspath(r) for r in roots))
     poll = args.poll or env.get("KLWATCH_POLL", "") not in ("", "0")
     preset = args.preset or env.get("KLWATCH_PRESET") or None
-    return AppConfig(unique, poll, args.follow_symlinks, preset)
+    given = bool(args.root or from_env)
+    return AppConfig(unique, poll, args.follow_symlinks, preset, roots_given=given)
 
 
 # -- URL state -----------------------------------------------------------------------------
@@ -182,10 +202,59 @@ def filter_runs(run_ids: Sequence[str], names: Mapping[str, str], text: str) -> 
 
 
 @dataclass(frozen=True)
+class HealthGroup:
+    """One box of the banner: the active alerts of one severity, what klwatch cannot see,
+    or what fired and cleared. Each alert sits in the group of its own severity."""
+
+    level: str  # critical | warning | info | past
+    title: str  # Critical | Warning | Info | Cannot see this run | Cleared
+    lines: tuple[str, ...]
+    active: int = 0  # active alerts in the group (0: not a group of active alerts)
+
+    @property
+    def heading(self) -> str:
+        return f"{self.title} ({self.active} active)" if self.active else self.title
+
+
+@dataclass(frozen=True)
 class Health:
-    level: str  # healthy | warning | critical
+    level: str  # healthy | past | warning | critical
     headline: str
     details: list[str]
+    groups: tuple[HealthGroup, ...] = ()
+    tally: str = ""  # "1 critical · 2 warnings · 1 cleared"
+
+
+def tally_text(tally: AlertTally) -> str:
+    """Alerts counted by their own severity: "1 critical · 2 warnings · 1 cleared" ("" for
+    none). Never a total labelled with the worst severity."""
+    parts = []
+    if tally.critical:
+        parts.append(f"{tally.critical} critical")
+    if tally.warning:
+        parts.append(f"{tally.warning} warning" + ("s" if tally.warning != 1 else ""))
+    if tally.info:
+        parts.append(f"{tally.info} info")
+    if tally.cleared:
+        parts.append(f"{tally.cleared} cleared")
+    return " · ".join(parts)
+
+
+def blind_reasons(rows: int | None, skipped: int, read_error: str | None) -> list[str]:
+    """What klwatch cannot see of a run, in words: its files cannot be read, or it has
+    damaged lines and not one readable record. Such a run is never called healthy."""
+    reasons = []
+    if read_error:
+        reasons.append(f"Cannot read this run: {read_error}")
+    if rows == 0 and skipped > 0:
+        lines = f"{skipped:,} line" + ("s" if skipped != 1 else "")
+        reasons.append(f"No readable record: {lines} skipped (see the Problems tab)")
+    return reasons
+
+
+def unreadable(summary: RunSummary) -> bool:
+    """A sidebar entry klwatch is blind to: damaged lines and not one readable row."""
+    return summary.rows == 0 and (summary.skipped or 0) > 0
 
 
 def active_alerts(alerts: Iterable[Alert]) -> list[Alert]:
@@ -200,28 +269,113 @@ def active_alerts(alerts: Iterable[Alert]) -> list[Alert]:
     return sorted(active, key=lambda a: (-SEVERITY_RANK.get(a.severity, 0), -a.step))
 
 
-def health(alerts: Iterable[Alert], engine_ready: bool = True) -> Health:
-    """The banner, for the whole run: active alerts first, then what fired and cleared.
+def health(
+    alerts: Iterable[Alert],
+    engine_ready: bool = True,
+    *,
+    rows: int | None = None,
+    skipped: int = 0,
+    read_error: str | None = None,
+) -> Health:
+    """The banner, for the whole run: the active alerts grouped by their own severity
+    (a "Critical" group, a "Warning" group, …), what klwatch cannot see, then what fired
+    and cleared.
 
-    "Healthy" only when nothing ever fired. Info alerts alone leave a run healthy-looking
-    (level "past"/"healthy") but are still listed: they are worth reading, not acting on.
+    "Healthy" only when nothing ever fired and klwatch can see the run: never with an
+    active warning or critical alert, never while its files cannot be read or every line
+    is damaged (`rows`, `skipped`, `read_error`), never without an alert engine. Info
+    alerts alone leave a run healthy-looking (level "past") but are still listed.
     """
     alerts = list(alerts)
     active = active_alerts(alerts)
-    worst = max((SEVERITY_RANK.get(a.severity, 0) for a in active), default=0)
-    details = [f"Active: {a.rule} since step {a.step} — {a.message}" for a in active]
-    details += history_lines(alerts)
-    if worst >= SEVERITY_RANK["critical"]:
-        return Health("critical", f"Critical: {_rule_list(active)}", details)
-    if worst >= SEVERITY_RANK["warning"]:
-        return Health("warning", f"Warning: {_rule_list(active)}", details)
+    by_severity = {s: [a for a in active if a.severity == s] for s in SEVERITY_TITLES}
+    urgent = bool(by_severity["critical"] or by_severity["warning"])
+    # A read error is always said; "no readable record" only when no warning says it already
+    # (the records_unreadable rule, when it runs, is the more specific news).
+    blind = (
+        blind_reasons(rows, skipped, read_error)
+        if not urgent
+        else blind_reasons(None, 0, read_error)
+    )
     if not engine_ready:
-        return Health("healthy", "No alert engine available: alerts are not checked", [])
+        blind.append("No alert engine available: alerts are not checked")
+    history = history_lines(alerts)
+    details = [f"Active: {a.rule} since step {a.step} — {a.message}" for a in active]
+    details += history + blind
+    groups = [
+        HealthGroup(severity, title, tuple(_alert_line(a) for a in group), len(group))
+        for severity, title in SEVERITY_TITLES.items()
+        if (group := by_severity[severity])
+    ]
+    if blind:  # after the alerts of its own level: an alert is the more specific news
+        at = sum(1 for g in groups if g.level in ("critical", "warning"))
+        groups.insert(at, HealthGroup("warning", "Cannot see this run", tuple(blind)))
+    if history:
+        groups.append(HealthGroup("past", "Cleared", tuple(history)))
+    tally = tally_text(AlertTally.of(alerts))
+    named = [
+        f"{title}: {_rule_list(group)}"
+        for severity, title in SEVERITY_TITLES.items()
+        if severity != "info" and (group := by_severity[severity])
+    ]
+    if named:
+        level = "critical" if by_severity["critical"] else "warning"
+        return Health(level, " · ".join(named), details, tuple(groups), tally)
+    if blind:
+        return Health("warning", f"Warning: {blind[0]}", details, tuple(groups), tally)
     if active:
-        return Health("past", f"No warnings active (notes: {_rule_list(active)})", details)
-    if details:
-        return Health("past", "No active alerts — but alerts fired earlier in this run", details)
+        headline = f"No warnings active (notes: {_rule_list(active)})"
+        return Health("past", headline, details, tuple(groups), tally)
+    if history:
+        headline = "No active alerts — but alerts fired earlier in this run"
+        return Health("past", headline, details, tuple(groups), tally)
     return Health("healthy", "Healthy: no alert has fired in this run", [])
+
+
+# The banner's groups, worst first: each alert is listed under its own severity.
+SEVERITY_TITLES = {"critical": "Critical", "warning": "Warning", "info": "Info"}
+
+
+def run_health(view: RunView) -> Health:
+    """`health` for a run view: its alerts, and whether klwatch can see it at all."""
+    return health(
+        view.alerts,
+        view.engine_ready,
+        rows=view.data.n_rows,
+        skipped=view.skipped,
+        read_error=view.read_error,
+    )
+
+
+def _alert_line(alert: Alert) -> str:
+    return f"{alert.rule} since step {alert.step} — {alert.message}"
+
+
+def health_badge(view: RunView) -> str:
+    """A run's health in a word, for a legend or a table (the compare page marks health this
+    way, never by a line's colour)."""
+    verdict = run_health(view)
+    return {"critical": "critical", "warning": "warning"}.get(verdict.level, "no warnings")
+
+
+def landing_run(summaries: Iterable[RunSummary]) -> str | None:
+    """The run a page without `?run=` opens: the one that most needs attention — an active
+    critical alert, then an active warning (or a run klwatch cannot read), then the most
+    recently written live run, then the most recently written run. Ties go to a live run,
+    then to the most recent write."""
+
+    def attention(s: RunSummary) -> int:
+        if s.tally is not None:
+            worst = 2 if s.tally.critical else 1 if s.tally.warning else 0
+        else:
+            worst = SEVERITY_RANK.get(s.worst_severity or "info", 0) if s.alert_count else 0
+        return max(worst, 1 if unreadable(s) else 0)
+
+    def key(s: RunSummary) -> tuple[int, bool, float]:
+        return attention(s), s.status in LIVE_STATUSES, s.last_write or 0.0
+
+    best = max(summaries, key=key, default=None)
+    return best.run_id if best is not None else None
 
 
 def history_lines(alerts: Iterable[Alert]) -> list[str]:
@@ -245,33 +399,46 @@ def _rule_list(alerts: Sequence[Alert]) -> str:
     return ", ".join(rules[:5]) + (f" and {len(rules) - 5} more" if len(rules) > 5 else "")
 
 
-ALERT_COLUMNS = ["active", "severity", "rule", "step", "end_step", "metric", "value", "message"]
+ALERT_COLUMNS = ["severity", "rule", "step", "end step", "metric", "value", "message"]
+OPEN_END = "active"  # the end of an alert that has not cleared
 
 
 def alerts_frame(alerts: Iterable[Alert]) -> pd.DataFrame:
-    """The alerts table: active first, then worst, then most recent."""
+    """The alerts table: active first, then worst, then most recent. An open end reads
+    "active"; messages are whole (the page shows them wrapped, never cut)."""
     rows = [
         {
-            "active": a.end_step is None,
             "severity": a.severity,
             "rule": a.rule,
             "step": int(a.step),
-            "end_step": None if a.end_step is None else int(a.end_step),
+            "end step": OPEN_END if a.end_step is None else f"{int(a.end_step)}",
             "metric": a.metric,
-            "value": float(a.value) if isinstance(a.value, (int, float)) else math.nan,
+            "value": _value_text(a.value),
             "message": a.message,
+            "_active": a.end_step is None,
+            "_rank": SEVERITY_RANK.get(a.severity, 0),
         }
         for a in alerts
     ]
-    frame = pd.DataFrame(rows, columns=ALERT_COLUMNS)
-    if frame.empty:
-        return frame
-    frame["end_step"] = frame["end_step"].astype("Int64")
-    rank = frame["severity"].map(SEVERITY_RANK).fillna(0)
-    order = frame.assign(_rank=rank).sort_values(
-        ["active", "_rank", "step"], ascending=[False, False, False]
+    frame = pd.DataFrame(rows, columns=[*ALERT_COLUMNS, "_active", "_rank"])
+    order = frame.sort_values(["_active", "_rank", "step"], ascending=[False, False, False])
+    return order.drop(columns=["_active", "_rank"]).reset_index(drop=True)
+
+
+def _value_text(value: object) -> str:
+    """An alert's value as the table shows it (NaN and ±inf spelled out, not blank)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return ""
+    return f"{value:.4g}"
+
+
+def markdown_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """A table whose text cells st.table shows literally (it renders cells as markdown)."""
+    return frame.apply(
+        lambda column: (
+            column if pd.api.types.is_numeric_dtype(column) else column.map(escape_markdown)
+        )
     )
-    return order.drop(columns="_rank").reset_index(drop=True)
 
 
 def samples_frame(samples: Sequence[Sample]) -> pd.DataFrame:
@@ -296,11 +463,12 @@ def compare_frame(runs: Iterable[RunView]) -> pd.DataFrame:
         rows.append(
             {
                 "run": view.run_id,
+                "health": health_badge(view),
                 "status": view.status,
                 "last step": view.data.last_step,
-                "active alerts": len(active),
-                "worst": active[0].severity if active else "",
-                "rules": ", ".join(dict.fromkeys(a.rule for a in active)),
+                "lines skipped": view.skipped,
+                "alerts": tally_text(AlertTally.of(view.alerts)),
+                "active rules": ", ".join(f"{a.rule} ({a.severity})" for a in active),
             }
         )
     return pd.DataFrame(rows)
@@ -324,14 +492,17 @@ def escape_markdown(text: object) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", flat)
 
 
-SidebarKey = tuple[tuple[str, str, int | None, int | None, str | None], ...]
+SidebarKey = tuple[
+    tuple[str, str, int | None, int | None, str | None, AlertTally | None, bool], ...
+]
 
 
 def sidebar_key(summaries: Iterable[RunSummary]) -> SidebarKey:
-    """What must redraw the sidebar when it changes: status and alerts of every run (not
-    the last step or the age, which change all the time and are refreshed with the page)."""
+    """What must redraw the sidebar when it changes: status and alerts of every run, and
+    whether klwatch can read it (not the last step or the age, which change all the time
+    and are refreshed with the page)."""
     return tuple(
-        (s.run_id, s.status, s.alert_count, s.past_count, s.worst_severity)
+        (s.run_id, s.status, s.alert_count, s.past_count, s.worst_severity, s.tally, unreadable(s))
         for s in sorted(summaries, key=lambda s: s.run_id)
     )
 
@@ -382,12 +553,35 @@ def run_details(summary: RunSummary, now: float | None = None) -> str:
     parts.append("no steps" if summary.last_step is None else f"step {summary.last_step:,}")
     age = None if summary.last_write is None else now - summary.last_write
     parts.append(f"{format_age(age)} ago" if age is not None else "never written")
-    if summary.alert_count:
-        parts.append(f"{summary.alert_count} active {summary.worst_severity or 'info'}")
-    if summary.past_count:
-        parts.append(f"{summary.past_count} cleared")
-    if summary.problem:
+    if summary.tally is not None:
+        alerts = tally_text(summary.tally)
+        if alerts:
+            parts.append(alerts)
+    else:  # not checked by severity yet: say how many are active, not how severe each is
+        if summary.alert_count:
+            parts.append(f"{summary.alert_count} active")
+        if summary.past_count:
+            parts.append(f"{summary.past_count} cleared")
+    if summary.skipped:
+        parts.append(
+            f"{summary.skipped:,} line" + ("s" if summary.skipped != 1 else "") + " skipped"
+        )
+    if unreadable(summary):
+        parts.append("no readable record")
+    elif summary.problem:
         parts.append("unreadable" if summary.rows is None else "problems")
+    return " · ".join(parts)
+
+
+def run_header(view: RunView) -> str:
+    """The line under a run's name: id, status, rows and last step, and the damaged lines
+    skipped (said wherever rows are counted: rows alone would hide what was not read)."""
+    data = view.data
+    parts = [view.run_id, view.status, f"{data.n_rows:,} steps"]
+    if data.last_step is not None:
+        parts.append(f"last step {data.last_step:,}")
+    if view.skipped:
+        parts.append(f"{view.skipped:,} line" + ("s" if view.skipped != 1 else "") + " skipped")
     return " · ".join(parts)
 
 
@@ -401,6 +595,8 @@ def run_caption(summary: RunSummary, now: float | None = None) -> str:
     if summary.alert_count:
         color = SEVERITY_COLORS.get(summary.worst_severity or "info", "blue")
         text += f" :{color}[▲]"
+    elif unreadable(summary):
+        text += f" :{SEVERITY_COLORS['warning']}[▲]"  # blind is never green
     return f"{dot} {text}"
 
 
@@ -448,7 +644,7 @@ def beta_missing(meaning: KLMeaning) -> str:
 
 
 # (the run's content version, what a person must see at once)
-RenderKey = tuple[DataVersion, tuple[int, int, str | None, str]]
+RenderKey = tuple[DataVersion, tuple[int, int, str | None, str, AlertTally]]
 
 
 def render_key(pulse: RunPulse) -> RenderKey:
@@ -457,7 +653,7 @@ def render_key(pulse: RunPulse) -> RenderKey:
     alert tallies and its status, stalled coming from the clock alone)."""
     return (
         pulse.version,
-        (pulse.alert_count, pulse.past_count, pulse.worst_severity, pulse.status),
+        (pulse.alert_count, pulse.past_count, pulse.worst_severity, pulse.status, pulse.tally),
     )
 
 

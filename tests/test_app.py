@@ -41,6 +41,12 @@ def unescape(text: str) -> str:
     return text.replace("\\", "")
 
 
+def alerts_table(at: AppTest) -> Any:
+    """The Alerts tab's table (st.table: whole messages), its cells unescaped."""
+    table = next(t for t in at.tabs if t.label.startswith("Alerts")).table[0].value
+    return table.apply(lambda c: c.map(unescape) if c.dtype != "int64" else c)
+
+
 def add_nan(run_dir: Path, step: int) -> None:
     writer = RunWriter(run_dir)
     writer.log(step, kl_mean=NAN, kl_max=NAN, beta=0.1, reward_mean=0.5)
@@ -142,9 +148,10 @@ def test_alerts_are_shown_in_banner_chart_and_table(root: Path, make_run: Callab
     at = open_app(run="runs/diverged")
     banner = unescape(" ".join(texts(at.error)))
     assert "Critical" in banner and "kl_nonfinite" in banner
-    table = at.dataframe[0].value
+    table = alerts_table(at)
     assert "kl_nonfinite" in set(table["rule"])
-    assert {"rule", "severity", "step", "end_step", "message"} <= set(table.columns)
+    assert {"rule", "severity", "step", "end step", "message"} <= set(table.columns)
+    assert list(table["end step"]) == ["active"]
     kl_spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     markers = [t for t in kl_spec["data"] if t.get("name") == "critical alerts"]
     assert markers and 200 in markers[0]["x"]
@@ -246,7 +253,11 @@ def test_compare_from_url(root: Path, make_run: Callable) -> None:
     at = open_app(run=["runs/alpha", "runs/bravo"])
     assert at.header[0].value == "Compare runs"
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
-    assert [t["name"] for t in spec["data"]] == ["runs/alpha", "runs/bravo"]
+    # Neutral colours; each run's health in its legend name.
+    assert [t["name"] for t in spec["data"]] == [
+        "runs/alpha · no warnings",
+        "runs/bravo · no warnings",
+    ]
     assert at.selectbox(key="metric").value == "kl_mean"
     at.selectbox(key="metric").set_value("beta").run()
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
@@ -278,7 +289,7 @@ def test_sidebar_counts_the_open_runs_alerts_on_first_load(root: Path, make_run:
     add_nan(run_dir, 200)
     at = open_app(run="runs/diverged")
     caption = unescape(at.sidebar.radio[0].proto.captions[0])
-    assert "1 active critical" in caption
+    assert "1 critical" in caption and "active critical" not in caption
 
 
 def test_a_failing_chart_gives_a_message_not_a_traceback(
@@ -407,7 +418,7 @@ def test_health_alert_is_drawn_on_its_chart(root: Path) -> None:
     write_steps(writer, 200, 300, truncated_frac=0.95)  # completions hit the length limit
     writer.close("finished")
     at = open_app(run="runs/truncating")
-    table = at.dataframe[0].value
+    table = alerts_table(at)
     assert "completions_truncated" in set(table["rule"])
     specs = {
         s["layout"]["title"]["text"]: s
@@ -437,3 +448,142 @@ def test_health_row_says_nothing_is_missing_when_all_are_logged(root: Path) -> N
     assert sum(t.startswith("Rollout mismatch") for t in titles) == 1
     assert sum(t.startswith("Zero-spread") for t in titles) == 1
     assert not any("Not logged" in unescape(c) for c in texts(at.caption))
+
+
+# -- alerts read right, never green while blind (issue 23) -------------------------------------
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_runs"
+
+
+def copy_sample(root: Path, name: str, mtime: float | None = None) -> Path:
+    """A sample run copied into the root (its files' times set to `mtime` if given)."""
+    import os
+    import shutil
+
+    run_dir = shutil.copytree(SAMPLES / name, root / name)
+    if mtime is not None:
+        for f in run_dir.iterdir():
+            os.utime(f, (mtime, mtime))
+    return run_dir
+
+
+def write_damaged_run(root: Path, name: str = "damaged") -> Path:
+    """A run whose metrics.jsonl holds only damaged lines: text, binary garbage, no step."""
+    run_dir = root / name
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_bytes(
+        b"this is not json\n\x00\xff\xfe garbage \x80\n" + b'{"kl_mean": 0.1}\n'
+    )
+    return run_dir
+
+
+def test_one_critical_and_two_warnings_read_as_such(root: Path, make_run: Callable) -> None:
+    """sample_runs/no-penalty-hacking: no_kl_penalty, kl_high (warnings), kl_growth (critical).
+    The landing page opens it (an active critical) though a healthy run was written later;
+    no text calls the warnings critical."""
+    copy_sample(root, "no-penalty-hacking", mtime=1_000_000_000)
+    make_run(root, "calm", steps=50, status=None)  # live, newer, healthy
+    at = open_app()
+    assert unescape(at.header[0].value) == "no-penalty-hacking"
+    assert qp(at, "run") == ["runs/no-penalty-hacking"]
+    # The banner: a Critical group with kl_growth only, a Warning group with the two others.
+    (critical,) = [unescape(t) for t in texts(at.error)]
+    assert critical.startswith("**Critical (1 active)**") and "kl_growth since step" in critical
+    assert "kl_high" not in critical and "no_kl_penalty" not in critical
+    warning = next(unescape(t) for t in texts(at.warning) if "Warning" in t)
+    assert warning.startswith("**Warning (2 active)**")
+    assert "kl_high since step" in warning and "no_kl_penalty since step" in warning
+    assert "kl_growth" not in warning
+    tally = [unescape(m) for m in texts(at.markdown) if "Alerts:" in unescape(m)]
+    assert tally == ["**Alerts:** 1 critical · 2 warnings"]
+    # The run list counts each severity.
+    radio = at.sidebar.radio[0]
+    caption = unescape(
+        radio.proto.captions[[unescape(o) for o in radio.options].index("runs/no-penalty-hacking")]
+    )
+    assert "1 critical · 2 warnings" in caption and "3 active critical" not in caption
+    # The table: whole messages, "active" for an open end.
+    table = alerts_table(at)
+    assert set(table["end step"]) == {"active"}
+    assert dict(zip(table["rule"], table["severity"], strict=True)) == {
+        "kl_growth": "critical",
+        "kl_high": "warning",
+        "no_kl_penalty": "warning",
+    }
+    assert all(len(m) > 40 and not m.endswith("…") for m in table["message"])
+    assert any(t.label == "Alerts (1 critical · 2 warnings)" for t in at.tabs)
+    # The KL chart: a lane per rule, named with its own severity.
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    named = {s["name"] for s in spec["layout"]["shapes"] if s.get("name")}
+    assert named == {"kl_growth (critical)", "kl_high (warning)", "no_kl_penalty (warning)"}
+
+
+def test_landing_page_opens_a_warning_before_a_newer_healthy_run(
+    root: Path, make_run: Callable
+) -> None:
+    copy_sample(root, "fixed-beta", mtime=1_000_000_000)  # an active kl_high warning
+    make_run(root, "calm", steps=50)
+    assert open_app().sidebar.radio[0].value == "runs/fixed-beta"
+
+
+def test_a_run_with_only_damaged_lines_is_never_healthy(root: Path, make_run: Callable) -> None:
+    write_damaged_run(root)
+    make_run(root, "calm", steps=50)
+    at = open_app(run="runs/damaged")
+    assert not at.success, texts(at.success)  # no green box at all
+    assert not any("Healthy" in unescape(t) for t in texts(at.warning) + texts(at.info))
+    shown = unescape(" ".join(texts(at.warning)))
+    assert "3 lines skipped" in shown or "records_unreadable" in shown
+    header = next(unescape(c) for c in texts(at.caption) if "runs/damaged" in unescape(c))
+    assert "0 steps" in header and "3 lines skipped" in header
+    assert any("No readable record" in t for t in texts(at.info))
+    radio = at.sidebar.radio[0]
+    captions = dict(zip([unescape(o) for o in radio.options], radio.proto.captions, strict=True))
+    assert "3 lines skipped" in unescape(captions["runs/damaged"])
+    assert "▲" in captions["runs/damaged"]  # marked, never a quiet entry
+    assert "lines skipped" not in unescape(captions["runs/calm"])
+    problems = next(t for t in at.tabs if t.label.startswith("Problems"))
+    assert "3 lines skipped" in problems.label
+
+
+def test_a_missing_root_is_named_and_the_others_keep_serving(
+    root: Path, make_run: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    missing = root.parent / "not-mounted"
+    monkeypatch.setenv("KLWATCH_ROOTS", os.pathsep.join([str(root), str(missing)]))
+    make_run(root, "alpha", steps=50)
+    at = open_app()
+    warnings = [unescape(t) for t in texts(at.warning)]
+    assert any(str(missing) in w and "does not exist" in w for w in warnings), warnings
+    assert [unescape(o) for o in at.sidebar.radio[0].options] == ["runs/alpha"]
+    assert unescape(at.header[0].value) == "alpha"
+    assert any("Healthy" in unescape(t) for t in texts(at.success))  # alpha itself is fine
+
+
+def test_log_y_counts_the_values_it_cannot_draw(root: Path) -> None:
+    run_dir = root / "k1"
+    writer = RunWriter(run_dir, config={"target_kl": 0.05}, name="k1")
+    write_steps(writer, 0, 100)
+    write_steps(writer, 100, 112, kl_mean=-0.01)  # k1 goes negative
+    writer.close("finished")
+    at = open_app(run="runs/k1", log="1")
+    captions = [unescape(c) for c in texts(at.caption)]
+    assert "12 values ≤ 0 not drawn on the log scale" in captions
+    at.toggle(key="log_y").set_value(False).run()
+    assert not any("not drawn on the log scale" in unescape(c) for c in texts(at.caption))
+
+
+def test_compare_marks_health_in_names_not_colours(root: Path, make_run: Callable) -> None:
+    copy_sample(root, "no-penalty-hacking")
+    make_run(root, "calm", steps=100)
+    at = open_app(run=["runs/no-penalty-hacking", "runs/calm"], log="1")
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    names = [t["name"] for t in spec["data"]]
+    assert names == ["runs/no-penalty-hacking · critical", "runs/calm · no warnings"]
+    colors = [t["line"]["color"] for t in spec["data"]]
+    assert "#d62728" not in colors and "#2ca02c" not in colors  # D3's red and green
+    table = at.dataframe[0].value
+    assert list(table["health"]) == ["critical", "no warnings"]
+    assert list(table["alerts"]) == ["1 critical · 2 warnings", ""]

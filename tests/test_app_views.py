@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 
 from monitor import views
+from monitor.run_view import AlertTally, RunSummary
 
 
 @dataclass
@@ -129,8 +130,19 @@ def test_alerts_frame_sorts_active_and_severe_first() -> None:
     )
     assert list(frame["rule"]) == ["kl_nonfinite", "kl_high", "kl_low", "kl_spike"]
     assert list(frame.columns) == views.ALERT_COLUMNS
-    assert frame["end_step"].isna().sum() == 3
+    assert list(frame["end step"]) == ["active", "active", "active", "8"]  # never None
     assert views.alerts_frame([]).empty
+
+
+def test_alerts_frame_keeps_whole_messages_and_the_table_shows_them_literally() -> None:
+    long = "KL 0.31 is above the healthy band 0.01–0.1 for 250 steps: " + "raise β. " * 40
+    frame = views.alerts_frame([A("kl_high", "warning", 3, message=long, value=float("nan"))])
+    assert frame["message"][0] == long  # not cut
+    assert frame["value"][0] == "nan"
+    shown = views.markdown_frame(frame)
+    assert shown["message"][0].replace("\\", "") == " ".join(long.split())
+    assert "\\." in shown["message"][0]  # markdown-active characters escaped
+    assert shown["step"][0] == 3  # numbers stay numbers
 
 
 def test_escape_markdown_neutralises_markup() -> None:
@@ -164,14 +176,146 @@ def test_run_details_and_caption() -> None:
         problem: str | None = None
         source: str = "TensorBoard"
         past_count: int | None = 3
+        tally: AlertTally | None = field(
+            default_factory=lambda: AlertTally(critical=1, warning=1, cleared=3)
+        )
+        skipped: int | None = 0
 
-    details = views.run_details(S(), now=110.0)
-    assert details == "stalled · step 12,345 · 10 s ago · 2 active critical · 3 cleared"
-    caption = views.run_caption(S(), now=110.0)
+    details = views.run_details(S(), now=110.0)  # type: ignore[arg-type]
+    assert details == "stalled · step 12,345 · 10 s ago · 1 critical · 1 warning · 3 cleared"
+    caption = views.run_caption(S(), now=110.0)  # type: ignore[arg-type]
     assert caption.startswith(":orange[●] :orange-badge[TensorBoard]")
     assert caption.endswith(":red[▲]")
-    assert views.run_title(S()) == "runs/a_b"
-    assert views.run_title(S(name="pretty")) == "runs/a_b (pretty)"
+    assert views.run_title(S()) == "runs/a_b"  # type: ignore[arg-type]
+    assert views.run_title(S(name="pretty")) == "runs/a_b (pretty)"  # type: ignore[arg-type]
+    # Not yet tallied by severity: a count, never labelled with the worst severity.
+    untallied = views.run_details(S(tally=None), now=110.0)  # type: ignore[arg-type]
+    assert "2 active · 3 cleared" in untallied and "critical" not in untallied
+    # Damaged lines are counted beside the rows; none readable: never a quiet entry.
+    blind = S(last_step=None, rows=0, alert_count=0, tally=AlertTally(), skipped=3)
+    details = views.run_details(blind, now=110.0)  # type: ignore[arg-type]
+    assert details == "stalled · no steps · 10 s ago · 3 lines skipped · no readable record"
+    assert views.run_caption(blind, now=110.0).endswith(":orange[▲]")  # type: ignore[arg-type]
+    some = views.run_details(S(skipped=1), now=110.0)  # type: ignore[arg-type]
+    assert some.endswith("3 cleared · 1 line skipped")
+
+
+def test_the_sample_run_with_one_critical_and_two_warnings_reads_right() -> None:
+    """The issue's run: no_kl_penalty and kl_high (warnings) and kl_growth (critical). No
+    text calls the warnings critical."""
+    alerts = [
+        A("no_kl_penalty", "warning", 0, message="β is 0"),
+        A("kl_high", "warning", 72, message="KL above the band"),
+        A("kl_growth", "critical", 350, message="KL keeps growing"),
+        A("kl_spike", "warning", 20, end_step=30, message="spike"),
+    ]
+    verdict = views.health(alerts)
+    assert verdict.level == "critical"
+    assert verdict.tally == "1 critical · 2 warnings · 1 cleared"
+    assert verdict.headline == "Critical: kl_growth · Warning: kl_high, no_kl_penalty"
+    titles = [g.title for g in verdict.groups]
+    assert titles == ["Critical", "Warning", "Cleared"]
+    critical, warning, cleared = verdict.groups
+    assert critical.heading == "Critical (1 active)" and critical.level == "critical"
+    assert critical.lines == ("kl_growth since step 350 — KL keeps growing",)
+    assert warning.heading == "Warning (2 active)" and warning.level == "warning"
+    assert [line.split()[0] for line in warning.lines] == ["kl_high", "no_kl_penalty"]
+    assert cleared.lines == ("1 × kl_spike at step 20 — cleared",)
+    assert views.tally_text(AlertTally.of(alerts)) == verdict.tally
+
+
+def test_tally_text_counts_each_severity() -> None:
+    assert views.tally_text(AlertTally()) == ""
+    assert views.tally_text(AlertTally(warning=1)) == "1 warning"
+    assert views.tally_text(AlertTally(2, 3, 1, 4)) == (
+        "2 critical · 3 warnings · 1 info · 4 cleared"
+    )
+
+
+def test_a_blind_run_is_never_healthy() -> None:
+    """No readable record (damaged lines only), an unreadable file, no alert engine: never
+    the green "Healthy", with or without the records_unreadable alert."""
+    blind = views.health([], rows=0, skipped=3)
+    assert blind.level == "warning" and "Healthy" not in blind.headline
+    assert blind.headline == "Warning: No readable record: 3 lines skipped (see the Problems tab)"
+    assert [g.title for g in blind.groups] == ["Cannot see this run"]
+    assert views.health([], rows=0, skipped=0).level == "healthy"  # empty: not yet written
+    assert views.health([], rows=10, skipped=3).level == "healthy"  # some damage: Problems
+    unreadable = views.health([], rows=5, read_error="metrics.jsonl: Permission denied")
+    assert unreadable.level == "warning" and "Permission denied" in unreadable.headline
+    engine = views.health([], engine_ready=False)
+    assert engine.level == "warning" and "No alert engine" in engine.headline
+    # With the rule's own alert active, it says it once: under Warning.
+    rule = A("records_unreadable", "warning", 0, metric="records_skipped", message="3 skipped")
+    verdict = views.health([rule], rows=0, skipped=3)
+    assert verdict.level == "warning" and [g.title for g in verdict.groups] == ["Warning"]
+    # A read error is said whatever else is active.
+    verdict = views.health([rule], rows=0, skipped=3, read_error="m: denied")
+    assert [g.title for g in verdict.groups] == ["Warning", "Cannot see this run"]
+    assert verdict.groups[1].lines == ("Cannot read this run: m: denied",)
+    # An info note does not make a blind run look fine either.
+    assert views.health([A("kl_low", "info")], rows=0, skipped=3).level == "warning"
+
+
+def _summary(run_id: str, **kw: object) -> RunSummary:
+    fields = {
+        "name": run_id,
+        "status": "finished",
+        "last_step": 10,
+        "last_write": 100.0,
+        "rows": 11,
+        "alert_count": 0,
+        "worst_severity": None,
+        "tally": AlertTally(),
+        "skipped": 0,
+    }
+    fields.update(kw)
+    return RunSummary(run_id=run_id, **fields)  # type: ignore[arg-type]
+
+
+def test_landing_run_is_the_one_that_most_needs_attention() -> None:
+    newest_live = _summary("live", status="running", last_write=900.0)
+    older_live = _summary("live-old", status="running", last_write=800.0)
+    newest_done = _summary("done", last_write=1000.0)
+    warning = _summary("warn", last_write=10.0, alert_count=1, tally=AlertTally(warning=1))
+    critical = _summary(
+        "crit", last_write=5.0, alert_count=3, tally=AlertTally(critical=1, warning=2)
+    )
+    cleared = _summary("cleared", last_write=2000.0, tally=AlertTally(cleared=5))
+    info = _summary("info", last_write=3000.0, alert_count=1, tally=AlertTally(info=1))
+    blind = _summary("blind", last_write=1.0, rows=0, skipped=3)
+    everyone = [newest_done, older_live, newest_live, warning, critical, cleared, info, blind]
+    assert views.landing_run(everyone) == "crit"  # an active critical alert first
+    assert views.landing_run([r for r in everyone if r is not critical]) in ("warn", "blind")
+    assert views.landing_run([newest_done, newest_live, older_live, warning]) == "warn"
+    assert views.landing_run([newest_done, blind]) == "blind"  # cannot see it: attention
+    # Nothing active: the most recently written live run, not the newest finished one.
+    assert views.landing_run([newest_done, older_live, newest_live, cleared, info]) == "live"
+    assert views.landing_run([newest_done, cleared]) == "cleared"  # none live: the newest
+    # Of two critical runs, the live one; of two live ones, the latest written.
+    live_critical = replace(critical, run_id="crit-live", status="running")
+    assert views.landing_run([critical, live_critical]) == "crit-live"
+    # Summaries not tallied yet (light, before the first check) still rank by severity.
+    light = _summary("light", tally=None, alert_count=2, worst_severity="critical")
+    assert views.landing_run([newest_live, light]) == "light"
+    assert views.landing_run([]) is None
+
+
+def test_root_warnings_name_given_roots_and_only_note_missing_defaults() -> None:
+    problems = ["/mnt/share does not exist"]
+    given = views.AppConfig(("/mnt/share",))
+    warnings, notes = views.root_warnings(problems, given)
+    assert warnings == [
+        "Root /mnt/share does not exist: no runs from it are shown (the other roots are)."
+    ]
+    assert notes == []
+    defaults = views.parse_app_args([], {}, DEFAULTS)
+    assert not defaults.roots_given
+    assert views.root_warnings(problems, defaults) == (
+        [],
+        ["Default root /mnt/share does not exist: nothing to show from it yet."],
+    )
+    assert views.parse_app_args([], {"KLWATCH_ROOTS": "/x"}, DEFAULTS).roots_given
 
 
 def test_live_state_says_not_running_for_finished_runs() -> None:

@@ -107,7 +107,7 @@ def live_writer(tmp_path: Path) -> Iterator[LiveWriter]:
 
 
 @contextlib.contextmanager
-def streamlit_server(root: Path) -> Iterator[str]:
+def streamlit_server(root: Path, *more_roots: Path) -> Iterator[str]:
     """`streamlit run app.py` on a free 127.0.0.1 port; killed (whole group) at the end."""
     port = free_port()
     log_path = ARTIFACTS / "streamlit-server.log"
@@ -119,6 +119,7 @@ def streamlit_server(root: Path) -> Iterator[str]:
         "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
         "--", "--root", str(root),
+        *(arg for extra in more_roots for arg in ("--root", str(extra))),
     ]  # fmt: skip
     env = {**os.environ, "KLWATCH_ROOTS": ""}
     with open(log_path, "wb") as log:
@@ -373,3 +374,73 @@ def test_write_to_alert_latency(tmp_path: Path, page: object, with_run_json: boo
     label = "with run.json" if with_run_json else "without run.json"
     print(f"write → alert on screen ({label}): p50 {p50:.2f} s, max {p95:.2f} s, {latencies}")
     assert p50 <= 2.0  # goal ≤ 1 s p50, ≤ 2 s p95; room for a loaded CI box
+
+
+# -- never green while blind; alerts under their own severity (issue 23) ------------------------
+
+
+def test_damaged_run_missing_root_and_alert_severities(tmp_path: Path, page: object) -> None:
+    """A root with a run of damaged lines only, a healthy run and the sample run with one
+    critical and two warnings, beside a root that is not mounted. Without ?run= the page
+    opens the critical run; its banner groups kl_growth under Critical and the two warnings
+    under Warning; the missing root is named; the damaged run is never shown healthy."""
+    import shutil
+
+    expect = sync_api.expect
+    root = tmp_path / "runs"
+    damaged = root / "damaged"
+    damaged.mkdir(parents=True)
+    (damaged / "metrics.jsonl").write_bytes(
+        b"this is not json\n\x00\xff\xfe garbage \x80\n" + b'{"kl_mean": 0.1}\n'
+    )
+    with RunWriter(root / "healthy", config={"target_kl": 0.05}, name="healthy") as writer:
+        write_steps(writer, 0, 200)
+    sample = shutil.copytree(REPO / "sample_runs" / "no-penalty-hacking", root / "hacking")
+    for f in sample.iterdir():
+        os.utime(f, (1_000_000_000, 1_000_000_000))  # older than the healthy run
+    missing = tmp_path / "not-mounted"
+    with streamlit_server(root, missing) as url:
+        page.goto(url)  # type: ignore[attr-defined]
+        heading = page.get_by_role("heading", name="no-penalty-hacking")  # type: ignore[attr-defined]
+        expect(heading).to_be_visible(timeout=60_000)  # the run that most needs attention
+        errors = page.locator('[data-testid="stAlertContentError"]')  # type: ignore[attr-defined]
+        critical = errors.filter(has_text="Critical (1 active)")
+        expect(critical).to_have_count(1, timeout=10_000)
+        expect(critical).to_contain_text("kl_growth since step")
+        assert "kl_high" not in critical.inner_text()
+        assert "no_kl_penalty" not in critical.inner_text()
+        warnings = page.locator('[data-testid="stAlertContentWarning"]')  # type: ignore[attr-defined]
+        warning = warnings.filter(has_text="Warning (2 active)")
+        expect(warning).to_have_count(1)
+        expect(warning).to_contain_text("kl_high since step")
+        expect(warning).to_contain_text("no_kl_penalty since step")
+        assert "kl_growth" not in warning.inner_text()
+        expect(page.get_by_text("1 critical · 2 warnings").first).to_be_visible()  # type: ignore[attr-defined]
+        assert page.get_by_text("active critical").count() == 0  # type: ignore[attr-defined]
+        sidebar = page.locator('[data-testid="stSidebar"]')  # type: ignore[attr-defined]
+        expect(sidebar).to_contain_text("1 critical · 2 warnings")
+        expect(sidebar).to_contain_text("3 lines skipped")  # the damaged run's entry
+        root_warning = warnings.filter(has_text=str(missing))
+        expect(root_warning).to_have_count(1)
+        expect(root_warning).to_contain_text("does not exist")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser-severity.png"), full_page=True)  # type: ignore[attr-defined]
+
+        page.goto(f"{url}/?run=runs/damaged")  # type: ignore[attr-defined]
+        expect(page.get_by_role("heading", name="damaged")).to_be_visible(timeout=30_000)  # type: ignore[attr-defined]
+        expect(page.get_by_text("0 steps").first).to_be_visible()  # type: ignore[attr-defined]
+        expect(page.get_by_text("3 lines skipped").first).to_be_visible()  # type: ignore[attr-defined]
+        expect(warnings.filter(has_text="skipped").first).to_be_visible()
+        expect(warnings.filter(has_text=str(missing))).to_have_count(1)  # still named
+        success = page.locator('[data-testid="stAlertContentSuccess"]')  # type: ignore[attr-defined]
+        assert success.count() == 0, success.all_inner_texts()
+        # (the sidebar lists "runs/healthy": only the page itself must not say it)
+        main = page.locator('[data-testid="stMain"]')  # type: ignore[attr-defined]
+        assert main.get_by_text("Healthy", exact=True).count() == 0
+        green = page.locator('[data-testid="stAlertContentSuccess"]')  # type: ignore[attr-defined]
+        assert main.get_by_text("Healthy:").count() == 0, green.all_inner_texts()
+        page.screenshot(path=str(ARTIFACTS / "browser-damaged.png"), full_page=True)  # type: ignore[attr-defined]
+
+        page.goto(f"{url}/?run=runs/healthy")  # type: ignore[attr-defined]
+        expect(green).to_contain_text("Healthy: no alert has fired", timeout=30_000)
+        expect(warnings.filter(has_text=str(missing))).to_have_count(1)  # others keep serving

@@ -37,6 +37,12 @@ TARGETED = {"kl": {"target": 0.05, "units": "per_token"}}  # what _run's run.jso
 NO_PRESET = KLMeaning("", "unknown trainer")
 
 
+def lanes(fig: go.Figure) -> list[Any]:
+    """An alert chart's rule lanes: one named shape per alert span (its rule's colour, in
+    its rule's lane at the top; the faint full-height shading behind it has no name)."""
+    return [s for s in fig.layout.shapes if s.name]
+
+
 def _series(columns: dict[str, np.ndarray]) -> SeriesData:
     n = next(iter(columns.values())).size
     return SeriesData.of(np.arange(n, dtype=np.int64), columns)
@@ -228,6 +234,88 @@ def test_compare_figure_overlays_runs_by_step() -> None:
     assert fig.data[1].x[0] == 50  # aligned by step, not by row
 
 
+def _hue_is_red_or_green(color: str) -> bool:
+    import colorsys
+
+    r, g, b = (int(color[i : i + 2], 16) / 255 for i in (1, 3, 5))
+    hue, _lightness, saturation = colorsys.rgb_to_hls(r, g, b)
+    if saturation < 0.25:
+        return False  # a grey says nothing
+    degrees = hue * 360
+    return degrees < 20 or degrees > 340 or 75 < degrees < 165
+
+
+def test_compare_colours_are_neutral_and_health_is_in_the_name() -> None:
+    """A run's colour says which run, never how it is doing: no red, no green, however many
+    runs; its health is in its legend name."""
+    runs = [
+        CompareSeries(f"run-{i}", np.arange(10), np.ones(10), health=h)
+        for i, h in enumerate(["critical", "warning", "no warnings", *[""] * 9])
+    ]
+    fig = compare_figure(runs, "kl_mean")
+    colors = [t.line.color for t in fig.data]
+    assert not [c for c in colors if _hue_is_red_or_green(c)], colors
+    assert len(set(colors[:10])) == 10  # ten runs, ten colours
+    assert _trace_names(fig)[:4] == [
+        "run-0 · critical",
+        "run-1 · warning",
+        "run-2 · no warnings",
+        "run-3",
+    ]
+
+
+def test_each_rule_has_its_own_lane_colour_and_legend_name() -> None:
+    """Overlapping spans of three rules (the no-penalty-hacking sample: no_kl_penalty and
+    kl_high warnings, a kl_growth critical) are told apart by colour, lane and name."""
+    run = _run(500)
+    alerts = [
+        Alert("no_kl_penalty", "warning", 0, None, "beta", 0.0, "β is 0"),
+        Alert("kl_high", "warning", 72, None, "kl_mean", 0.3, "KL above band"),
+        Alert("kl_growth", "critical", 350, None, "kl_mean", 0.5, "KL keeps growing"),
+    ]
+    fig = kl_figure(run.steps, run.column("kl_mean"), run.column("kl_max"), alerts=alerts)
+    spans = lanes(fig)
+    by_rule = {s.name.split(" ")[0]: s for s in spans}
+    assert set(by_rule) == {"no_kl_penalty", "kl_high", "kl_growth"}
+    assert len({s.fillcolor for s in spans}) == 3  # a colour each
+    assert len({(s.y0, s.y1) for s in spans}) == 3  # a lane each, at the top
+    assert all(s.yref == "y domain" and s.y1 <= 1.0 and s.y0 >= 0.8 for s in spans)
+    assert by_rule["kl_growth"].name == "kl_growth (critical)"  # its own severity
+    assert by_rule["kl_high"].name == "kl_high (warning)"
+    assert all(s.showlegend for s in spans)
+    # Every colour is the rule's own, the same on every chart and run.
+    from monitor.charts import RULE_COLORS
+
+    assert by_rule["kl_high"].fillcolor == RULE_COLORS["kl_high"]
+    assert len(set(RULE_COLORS.values())) == len(RULE_COLORS)  # no two rules share one
+    # Two episodes of one rule share its lane and its legend entry.
+    again = [*alerts, Alert("kl_high", "warning", 10, 40, "kl_mean", 0.3, "KL above band")]
+    fig = kl_figure(run.steps, run.column("kl_mean"), None, alerts=again)
+    high = [s for s in lanes(fig) if s.name.startswith("kl_high")]
+    assert len(high) == 2 and len({(s.y0, s.y1) for s in high}) == 1
+    assert sum(bool(s.showlegend) for s in high) == 1
+
+
+def test_log_scale_counts_what_it_cannot_draw() -> None:
+    from monitor.charts import compare_log_note, log_hidden_note, run_log_notes
+
+    kl = np.full(100, 0.02)
+    kl[:12] = -0.01  # k1 goes negative
+    kl[20] = 0.0
+    kl[30] = np.nan  # NaN is a break in the line, not a value ≤ 0
+    run = _series({"kl_mean": kl, "kl_max": np.full(100, 0.1), "reward_mean": -np.ones(100)})
+    assert run_log_notes(run, ChartOptions(log_y=False)) == {}
+    notes = run_log_notes(run, ChartOptions(log_y=True))
+    assert notes == {"kl": "13 values ≤ 0 not drawn on the log scale"}  # reward is linear
+    assert log_hidden_note({"a": np.array([-1.0]), "b": np.array([0.0, 0.0])}) == (
+        "3 values ≤ 0 not drawn on the log scale (a 1, b 2)"
+    )
+    assert log_hidden_note({"a": np.array([-1.0])}) == "1 value ≤ 0 not drawn on the log scale"
+    series = [CompareSeries("r", np.arange(100), kl)]
+    assert compare_log_note(series, ChartOptions(log_y=True)) == notes["kl"]
+    assert compare_log_note(series, ChartOptions()) is None
+
+
 def test_empty_run_gives_empty_figures_not_errors() -> None:
     run = _series({"kl_mean": np.zeros(0), "beta": np.zeros(0)})
     figs = run_figures(run, NO_PRESET)
@@ -285,7 +373,7 @@ def test_health_alert_span_is_drawn_on_its_chart_like_on_the_kl_chart() -> None:
     marker = next(t for t in fig.data if t.name == "warning alerts")
     assert list(marker.x) == [415] and marker.y[0] == pytest.approx(0.9)  # at its value
     assert "cut off" in marker.text[0]
-    shapes = fig.layout.shapes
+    shapes = lanes(fig)
     assert [(s.type, s.x0, s.x1) for s in shapes] == [("rect", 415, 610)]  # the entropy one: no
 
     # run_figures routes each alert to the chart of its metric; the KL chart keeps them all
@@ -293,9 +381,9 @@ def test_health_alert_span_is_drawn_on_its_chart_like_on_the_kl_chart() -> None:
     figs = run_figures(run, NO_PRESET, alerts, health=charts)
     assert {health_figure_name(c) for c in charts} == {"health_entropy", "health_truncated_frac"}
     entropy = figs["health_entropy"]
-    assert [(s.type, s.x0) for s in entropy.layout.shapes] == [("rect", 900)]  # active: to the end
-    assert [(s.x0, s.x1) for s in figs["health_truncated_frac"].layout.shapes] == [(415, 610)]
-    assert len(figs["kl"].layout.shapes) == 2
+    assert [(s.type, s.x0) for s in lanes(entropy)] == [("rect", 900)]  # active: to the end
+    assert [(s.x0, s.x1) for s in lanes(figs["health_truncated_frac"])] == [(415, 610)]
+    assert len(lanes(figs["kl"])) == 2
 
 
 def test_health_traces_are_downsampled_and_keep_the_spike() -> None:
@@ -326,7 +414,7 @@ def test_rollout_chart_has_a_panel_per_family_and_shares_stay_linear() -> None:
     assert by_axis["y"] == ["rollout_logp_diff", "rollout_logp_diff_max"]
     assert by_axis["y2"][:3] == ["rollout_is_ratio", "rollout_is_ratio_min", "rollout_is_ratio_max"]
     assert by_axis["y2"][3] == "warning alerts"  # on the panel of its metric
-    (span,) = fig.layout.shapes
+    (span,) = lanes(fig)
     assert span.yref == "y2 domain" and (span.x0, span.x1) == (50, 80)
     assert fig.layout.yaxis.type == "log"
     fractions = health_figure(

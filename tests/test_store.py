@@ -176,3 +176,132 @@ def test_background_checks_count_alerts_of_runs_nobody_opened(tmp_path: Path) ->
         assert wait_for(lambda: store.summary(f"{label}/fine").alert_count == 0)  # type: ignore[union-attr]
     finally:
         store.close()
+
+
+# -- roots and runs that cannot be read (issue 23) ---------------------------------------------
+
+
+def test_missing_and_unreadable_roots_are_named_and_the_others_serve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    good, missing, locked = tmp_path / "good", tmp_path / "missing", tmp_path / "locked"
+    with RunWriter(good / "a") as writer:
+        writer.log(0, **KL)
+    locked.mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path: object = ".") -> object:
+        if Path(os.fsdecode(path)) == locked:  # type: ignore[arg-type]
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with RunStore([good, missing, locked, fifo], watch=False) as store:
+        assert store.run_ids() == ["good/a"]
+        assert store.root_problems == (
+            f"{missing} does not exist",
+            f"{locked} cannot be read (Permission denied)",
+            f"{fifo} is neither a directory nor a regular file",
+        )
+        (summary,) = store.summaries()
+        assert summary.run_id == "good/a" and summary.problem is None
+
+
+def test_a_run_folder_that_becomes_unreadable_is_listed_with_its_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its folder can no longer be listed (the walk passes over it) and its files not be
+    opened: the run stays in the list, with the OS error, beside the healthy one."""
+    import errno
+    import os
+
+    from monitor.tail import FileTail
+
+    for name in ("locked", "fine"):
+        with RunWriter(tmp_path / name) as writer:
+            writer.log(0, **KL)
+    store = RunStore([tmp_path], watch=False, rescan_interval_s=0, poll_interval_s=0)
+    label = tmp_path.name
+    assert store.run_ids() == [f"{label}/fine", f"{label}/locked"]
+    assert store.view(f"{label}/locked") is not None
+    locked = tmp_path / "locked"
+    real_scandir, real_read = os.scandir, FileTail.read
+
+    def scandir(path: object = ".") -> object:
+        if Path(os.fsdecode(path)) == locked:  # type: ignore[arg-type]
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    def read(self: FileTail) -> object:
+        if self.path.parent == locked:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self.path))
+        return real_read(self)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(FileTail, "read", read)
+    with open(locked / "metrics.jsonl", "a") as f:
+        f.write('{"step": 1, "kl_mean": 0.1}\n')
+    store.scan(force=True)
+    assert store.run_ids() == [f"{label}/fine", f"{label}/locked"]  # not dropped
+    view = store.view(f"{label}/locked")
+    assert view is not None and view.read_error and "Permission denied" in view.read_error
+    summaries = {s.run_id: s for s in store.summaries()}
+    assert "Permission denied" in (summaries[f"{label}/locked"].problem or "")
+    assert summaries[f"{label}/fine"].problem is None
+    monkeypatch.undo()
+    (locked / "metrics.jsonl").unlink()
+    (locked / "run.json").unlink()
+    locked.rmdir()
+    store.scan(force=True)
+    assert store.run_ids() == [f"{label}/fine"]  # gone for real: forgotten
+    store.close()
+
+
+def test_one_run_whose_summary_fails_is_listed_with_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import monitor.store
+
+    for name in ("bad", "good"):
+        with RunWriter(tmp_path / name) as writer:
+            writer.log(0, **KL)
+    real = monitor.store._light_summary
+
+    def light(entry: monitor.store.RunEntry, now: float | None) -> object:
+        if entry.path.name == "bad":
+            raise ValueError("a hostile file")
+        return real(entry, now)
+
+    monkeypatch.setattr(monitor.store, "_light_summary", light)
+    with RunStore([tmp_path], watch=False) as store:
+        bad, good = store.summaries()
+        assert bad.run_id.endswith("/bad") and bad.problem == "ValueError: a hostile file"
+        assert good.run_id.endswith("/good") and good.problem is None
+
+
+def test_summaries_tally_alerts_by_severity_and_count_skipped_lines(tmp_path: Path) -> None:
+    from monitor.run_view import AlertTally
+
+    nan = float("nan")
+    with RunWriter(tmp_path / "diverged") as writer:
+        for step in range(50):
+            writer.log(step, **KL)
+        writer.log(50, kl_mean=nan, kl_max=nan, beta=0.1, reward_mean=0.5)
+    with open(tmp_path / "diverged" / "metrics.jsonl", "a") as f:
+        f.write("garbage\n")
+    label = tmp_path.name
+    with RunStore([tmp_path], watch=False) as store:
+        (light,) = store.summaries()
+        assert light.tally is None and light.skipped is None  # not checked yet
+        (checked,) = store.summaries(check_s=5.0)  # the landing page's first look
+        assert checked.tally is not None and checked.tally.critical == 1
+        assert checked.skipped == 1
+        pulse = store.pulse(f"{label}/diverged")
+        assert pulse is not None and pulse.tally == checked.tally
+        view = store.view(f"{label}/diverged")
+        assert view is not None and AlertTally.of(view.alerts) == checked.tally
