@@ -151,7 +151,6 @@ class RunView:
     data: SeriesData
     alerts: tuple[Alert, ...]  # every episode so far, run_stalled up to date
     thresholds: Thresholds | None  # what the KL is judged against; None before any rows
-    alert_error: str | None  # why alerts cannot be computed (bad rules in run.json)
     info: Mapping[str, object]  # the run's metadata in run.json's shape
     problems: tuple[Problem, ...]
     skipped: int  # records skipped in total
@@ -166,10 +165,6 @@ class RunView:
     @property
     def status(self) -> str:
         return self.pulse.status
-
-    @property
-    def engine_ready(self) -> bool:
-        return self.alert_error is None
 
     @property
     def health(self) -> HealthRow:

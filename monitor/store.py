@@ -87,10 +87,6 @@ class RunEntry:
     def run(self) -> Run | None:
         return self.monitored.run if self.monitored is not None else None
 
-    @property
-    def alert_error(self) -> str | None:
-        return self.monitored.alert_error if self.monitored is not None else None
-
     def status(self, now: float | None = None) -> str | None:
         """The run's status as its alert engine sees it (None until the run is read)."""
         return self.monitored.status(now) if self.monitored is not None else None
@@ -358,7 +354,6 @@ class RunStore:
             data=run.series_data(),
             alerts=tuple(alerts),
             thresholds=monitored.thresholds,
-            alert_error=monitored.alert_error,
             info=MappingProxyType(run.info),
             problems=tuple(run.problems),
             skipped=run.skipped,
@@ -500,8 +495,7 @@ class RunStore:
             alert_count=entry.alert_count,
             worst_severity=entry.worst_severity,
             problem=run.read_error
-            or (run.problems[0].reason if run.problems and run.info_problem else None)
-            or entry.alert_error,
+            or (run.problems[0].reason if run.problems and run.info_problem else None),
             source=run.format_label,
             past_count=entry.past_count,
             tally=entry.tally,

@@ -271,7 +271,6 @@ def active_alerts(alerts: Iterable[Alert]) -> list[Alert]:
 
 def health(
     alerts: Iterable[Alert],
-    engine_ready: bool = True,
     *,
     rows: int | None = None,
     skipped: int = 0,
@@ -283,7 +282,7 @@ def health(
 
     "Healthy" only when nothing ever fired and klwatch can see the run: never with an
     active warning or critical alert, never while its files cannot be read or every line
-    is damaged (`rows`, `skipped`, `read_error`), never without an alert engine. Info
+    is damaged (`rows`, `skipped`, `read_error`). Info
     alerts alone leave a run healthy-looking (level "past") but are still listed.
     """
     alerts = list(alerts)
@@ -297,8 +296,6 @@ def health(
         if not urgent
         else blind_reasons(None, 0, read_error)
     )
-    if not engine_ready:
-        blind.append("No alert engine available: alerts are not checked")
     history = history_lines(alerts)
     details = [f"Active: {a.rule} since step {a.step} — {a.message}" for a in active]
     details += history + blind
@@ -340,7 +337,6 @@ def run_health(view: RunView) -> Health:
     """`health` for a run view: its alerts, and whether klwatch can see it at all."""
     return health(
         view.alerts,
-        view.engine_ready,
         rows=view.data.n_rows,
         skipped=view.skipped,
         read_error=view.read_error,

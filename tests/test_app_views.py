@@ -102,7 +102,6 @@ def test_health_levels() -> None:
     critical = views.health([A("kl_high", "warning"), A("kl_nonfinite", "critical", 9)])
     assert critical.level == "critical"
     assert critical.headline.index("kl_nonfinite") < critical.headline.index("kl_high")
-    assert "No alert engine" in views.health([], engine_ready=False).headline
 
 
 def test_health_tells_the_whole_history_in_words() -> None:
@@ -243,8 +242,6 @@ def test_a_blind_run_is_never_healthy() -> None:
     assert views.health([], rows=10, skipped=3).level == "healthy"  # some damage: Problems
     unreadable = views.health([], rows=5, read_error="metrics.jsonl: Permission denied")
     assert unreadable.level == "warning" and "Permission denied" in unreadable.headline
-    engine = views.health([], engine_ready=False)
-    assert engine.level == "warning" and "No alert engine" in engine.headline
     # With the rule's own alert active, it says it once: under Warning.
     rule = A("records_unreadable", "warning", 0, metric="records_skipped", message="3 skipped")
     verdict = views.health([rule], rows=0, skipped=3)

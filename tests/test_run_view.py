@@ -64,7 +64,7 @@ def test_a_view_carries_alerts_thresholds_and_meaning(tmp_path: Path) -> None:
     with RunStore([tmp_path], watch=False) as store:
         assert store.pulse(rid) is None  # not loaded: a pulse reads nothing
         view = store.view(rid)
-        assert view is not None and view.engine_ready
+        assert view is not None
         assert view.meaning.preset == "klwatch" and view.meaning.units == "per_token"
         assert view.thresholds is not None and view.thresholds.high == pytest.approx(0.1)
         nan_alerts = [a for a in view.alerts if a.rule == "kl_nonfinite"]
