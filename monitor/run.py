@@ -27,6 +27,7 @@ from monitor.parse import Problem
 from monitor.presets import KLWATCH_SERIES, KLMeaning, Preset, meaning_for, preset_from_spec
 from monitor.runlog import INFO_FILE, SAMPLES_FILE
 from monitor.sources import FORMAT_LABELS, RunLocation, locate_path, open_source
+from monitor.sources.bucket import BucketMirror, is_url, mirror_for, mirror_of
 from monitor.sources.klwatch import newest_records
 from monitor.table import SeriesData, SeriesTable
 
@@ -49,6 +50,7 @@ class Run:
     ) -> None:
         self.location = where if isinstance(where, RunLocation) else _one_location(where)
         self.path = self.location.path
+        self.mirror = mirror_of(self.path)  # set when the run lives in a bucket
         self.source = open_source(self.location)
         self.forced_preset = (
             preset_from_spec(preset, "--preset") if isinstance(preset, str) else preset
@@ -83,6 +85,8 @@ class Run:
         """
         with self._lock:
             try:
+                if self.mirror is not None:
+                    self._sync_mirror(self.mirror)
                 read = self.source.read()
                 self.last_write_time = self.source.last_write_time()
             except OSError as e:
@@ -116,6 +120,19 @@ class Run:
             ):
                 self._decide_meaning()
             return parsed
+
+    @staticmethod
+    def _sync_mirror(mirror: BucketMirror) -> None:
+        """Fetch what the bucket has new (at most every poll interval); a bucket that cannot
+        be read is this run's read error (records_unreadable), its mirror kept."""
+        mirror.sync_if_due()
+        if mirror.problem:
+            raise OSError(mirror.problem)
+
+    @property
+    def where(self) -> str:
+        """Where the run lives, for people: its path, or its bucket URL."""
+        return self.mirror.display(self.path) if self.mirror is not None else str(self.location)
 
     def refresh_info(self) -> bool:
         """Re-read the run's metadata (run.json, …); True if it changed (then what KL means
@@ -314,8 +331,15 @@ def run_status(declared: object, idle_s: float | None, stall_after_s: float) -> 
 
 
 def _one_location(path: str | os.PathLike[str]) -> RunLocation:
-    """The single run at `path` (a run directory or file); a bare directory is read as a
-    klwatch run directory so a run that has not written its first record yet still opens."""
+    """The single run at `path` (a run directory or file, or a bucket URL of one); a bare
+    directory is read as a klwatch run directory so a run that has not written its first
+    record yet still opens."""
+    if is_url(path):
+        mirror = mirror_for(str(path))
+        mirror.sync()
+        if mirror.problem:
+            raise OSError(mirror.problem)
+        path = mirror.local
     found = locate_path(path, recursive=False)
     if len(found) == 1:
         return found[0]
@@ -343,7 +367,11 @@ def load_run(
     path: str | os.PathLike[str] | RunLocation, *, preset: Preset | str | None = None
 ) -> Run:
     """`open_run` + one `refresh()`. FileNotFoundError when `path` holds no run."""
-    if not isinstance(path, RunLocation) and not locate_path(path, recursive=False):
+    if (
+        not isinstance(path, RunLocation)
+        and not is_url(path)
+        and not locate_path(path, recursive=False)
+    ):
         raise FileNotFoundError(
             f"no run in {path} (looked for metrics.jsonl, TensorBoard events, a verl JSONL, "
             "a trackio database, trainer_state.json)"

@@ -41,6 +41,7 @@ from monitor.sources import (
     find_runs,
     open_source,
 )
+from monitor.sources.bucket import BucketMirror, is_url, mirror_for
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,17 @@ class RunStore:
         background_checks: bool = False,
         preset: Preset | None = None,
     ) -> None:
-        self.roots = [Path(r) for r in roots]
+        # A bucket URL root is served from its local mirror (monitor.sources.bucket), which a
+        # background thread keeps in sync; everything below sees a directory that grows.
+        self._mirrors: dict[Path, BucketMirror] = {}
+        self.roots: list[Path] = []
+        for r in roots:
+            if is_url(r):
+                mirror = mirror_for(str(r))
+                self._mirrors[mirror.local] = mirror
+                self.roots.append(mirror.local)
+            else:
+                self.roots.append(Path(r))
         self.poll_interval_s = poll_interval_s
         self.rescan_interval_s = rescan_interval_s
         self.max_depth = max_depth
@@ -173,6 +184,12 @@ class RunStore:
         self._observer: BaseObserver | None = None
         if watch:
             self._start_watching(poll)
+        self._syncer: threading.Thread | None = None
+        if self._mirrors:
+            self._syncer = threading.Thread(
+                target=self._sync_buckets, name="klwatch-buckets", daemon=True
+            )
+            self._syncer.start()
         self._checker: threading.Thread | None = None
         if background_checks:
             self._checker = threading.Thread(
@@ -194,6 +211,18 @@ class RunStore:
         observer.daemon = True
         observer.start()
         self._observer = observer
+
+    def _sync_buckets(self) -> None:
+        """Bring every bucket root's mirror up to date as often as its poll interval allows
+        (a failing bucket backs off alone); new files ask for a rescan."""
+        while not self._closed:
+            for mirror in list(self._mirrors.values()):
+                try:
+                    if mirror.sync_if_due():
+                        self.request_rescan()
+                except Exception:  # a bucket must never kill the thread the others share
+                    log.exception("syncing %s failed", mirror.url)
+            time.sleep(1.0)
 
     def _check_in_background(self) -> None:
         """Give every run an alert count for the sidebar, not just the ones someone opened.
@@ -251,7 +280,8 @@ class RunStore:
         labels: dict[Path, str] = {}
         used: set[str] = set()
         for root in self.roots:
-            base = root.resolve().name or "root"
+            mirror = self._mirrors.get(root)
+            base = (mirror.url.rsplit("/", 1)[-1] if mirror else root.resolve().name) or "root"
             label, n = base, 2
             while label in used:
                 label, n = f"{base}-{n}", n + 1
@@ -289,7 +319,11 @@ class RunStore:
     def _scan_once(self) -> None:
         found: dict[str, tuple[Path, RunLocation]] = {}
         labels = self._root_labels()
-        self._root_problems = tuple(p for root in self.roots if (p := root_problem(root)))
+        self._root_problems = tuple(
+            p
+            for root in self.roots
+            if (p := self._mirrors[root].problem if root in self._mirrors else root_problem(root))
+        )
         for root in self.roots:
             for location in find_runs(
                 root,

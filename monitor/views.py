@@ -30,6 +30,7 @@ from monitor.run_view import (
     RunSummary,
     RunView,
 )
+from monitor.sources.bucket import is_url
 
 # Colours via Streamlit's markdown (:green[…]) rather than emoji: a team screen or a
 # headless browser without an emoji font still shows them.
@@ -86,9 +87,11 @@ def parse_app_args(
     parser.add_argument("--follow-symlinks", action="store_true")
     parser.add_argument("--preset")
     args, _ = parser.parse_known_args(list(argv))
-    from_env = [p for p in env.get("KLWATCH_ROOTS", "").split(os.pathsep) if p.strip()]
+    # os.pathsep-separated, but the colon of a bucket URL (s3://…) does not separate
+    separator = r":(?!//)" if os.pathsep == ":" else re.escape(os.pathsep)
+    from_env = [p for p in re.split(separator, env.get("KLWATCH_ROOTS", "")) if p.strip()]
     roots = [*args.root, *from_env] or list(defaults)
-    unique = tuple(dict.fromkeys(os.path.abspath(r) for r in roots))
+    unique = tuple(dict.fromkeys(r if is_url(r) else os.path.abspath(r) for r in roots))
     poll = args.poll or env.get("KLWATCH_POLL", "") not in ("", "0")
     preset = args.preset or env.get("KLWATCH_PRESET") or None
     given = bool(args.root or from_env)
