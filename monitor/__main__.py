@@ -26,6 +26,8 @@ from monitor.rules import AlertConfig, RulesError, load_rules_file
 from monitor.run import Run
 from monitor.run_view import health_row
 from monitor.sources import RunLocation, locate_path
+from monitor.sources.bucket import is_url, mirror_for
+from monitor.text import printable
 
 EXIT_OK, EXIT_ALERT, EXIT_USAGE = 0, 1, 2
 PROGRESS_MIN_RUNS = 20  # a progress bar only when there are this many runs (and a TTY)
@@ -44,7 +46,7 @@ class RunReport:
         run = self.run
         meaning = run.meaning
         return {
-            "path": str(run.path),
+            "path": run.where,
             "name": run.name,
             "rows": run.n_rows,
             "last_step": run.last_step,
@@ -86,6 +88,13 @@ def run_locations(paths: Sequence[str]) -> Found:
     problems = []
     for raw in paths:
         path = Path(raw)
+        if is_url(raw):  # a bucket: its runs are read from a local mirror kept in sync
+            mirror = mirror_for(raw)
+            mirror.sync_if_due()
+            if mirror.problem:
+                problems.append(mirror.problem)
+                continue
+            path = mirror.local
         try:
             if not path.exists():
                 problems.append(f"{raw}: no such file or directory")
@@ -172,17 +181,22 @@ def fails(reports: Sequence[RunReport], fail_on: str) -> bool:
 def format_table(report: RunReport) -> str:
     run = report.run
     last = "-" if run.last_step is None else run.last_step
-    head = f"{run.name}  ({run.location})  rows {run.n_rows}, last step {last}"
+    # Names, paths and messages come from files: control characters are escaped (printable).
+    head = f"{printable(run.name)}  ({printable(run.where)})  rows {run.n_rows}, "
+    head += f"last step {last}"
     if run.skipped:
         head += f", {run.skipped} bad records skipped"
-    head += "\n  " + describe_source(run)
-    head += "\n  " + describe_health(run)
+    head += "\n  " + printable(describe_source(run))
+    head += "\n  " + printable(describe_health(run))
     if not report.alerts:
         return head + "\n  no alerts"
-    rows = [("SEVERITY", "RULE", "STEP", "END", "METRIC", "VALUE", "MESSAGE")]
+    rows: list[tuple[str, ...]] = [
+        ("SEVERITY", "RULE", "STEP", "END", "METRIC", "VALUE", "MESSAGE")
+    ]
     for a in report.alerts:
         end = "active" if a.end_step is None else str(a.end_step)
-        rows.append((a.severity, a.rule, str(a.step), end, a.metric, f"{a.value:.4g}", a.message))
+        cells = (a.severity, a.rule, str(a.step), end, a.metric, f"{a.value:.4g}", a.message)
+        rows.append(tuple(printable(c) for c in cells))
     widths = [max(len(r[i]) for r in rows) for i in range(6)]
     lines = [
         "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[6]
@@ -199,7 +213,7 @@ def cmd_check(args: argparse.Namespace, config: AlertConfig) -> int:
     elif reports:
         sys.stdout.write("\n\n".join(format_table(r) for r in reports) + "\n")
     for problem in problems:  # after the runs that could be read: one bad PATH hides nothing
-        print(f"klwatch: {problem}", file=sys.stderr)
+        print(f"klwatch: {printable(str(problem))}", file=sys.stderr)
     if problems:
         return EXIT_USAGE
     return EXIT_ALERT if fails(reports, args.fail_on) else EXIT_OK
@@ -244,7 +258,8 @@ class Watcher:
 
 
 def format_line(run: Run, alert: Alert) -> str:
-    return f"[{alert.severity}] {run.name} step {alert.step} {alert.rule}: {alert.message}"
+    line = f"[{alert.severity}] {run.name} step {alert.step} {alert.rule}: {alert.message}"
+    return printable(line)  # names and messages come from files: no control characters
 
 
 def cmd_watch(args: argparse.Namespace, config: AlertConfig) -> int:
@@ -266,12 +281,12 @@ def cmd_watch(args: argparse.Namespace, config: AlertConfig) -> int:
                 if watcher.path_problems != said:  # named once, and again when it changes
                     said = watcher.path_problems
                     for problem in said:
-                        print(f"klwatch: {problem}", file=sys.stderr, flush=True)
+                        print(f"klwatch: {printable(str(problem))}", file=sys.stderr, flush=True)
                 if cycle == 0 and said and not watcher.runs:
                     return EXIT_USAGE  # nothing at all to watch: a typo, not a late mount
                 for run, alert in fresh:
                     if args.json:
-                        record = {"path": str(run.path), **alert.to_dict()}
+                        record = {"path": run.where, **alert.to_dict()}
                         line = json.dumps(record, allow_nan=False)
                     else:
                         line = format_line(run, alert)
@@ -376,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_check(args, config)
         return cmd_watch(args, config)
     except (InputError, RulesError, PresetError) as e:
-        print(f"klwatch: {e}", file=sys.stderr)
+        print(f"klwatch: {printable(str(e))}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -41,6 +41,7 @@ from monitor.monitored import MonitoredRun
 from monitor.rules import RulesError, _merge, read_rules_document
 from monitor.sources import RunLocation
 from monitor.store import _run_id
+from monitor.text import printable
 
 log = logging.getLogger("klwatch.notify")
 
@@ -713,6 +714,7 @@ class _StderrHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            print(self.format(record), file=sys.stderr, flush=True)
+            # Run names and Apprise's reasons reach a terminal: control characters escaped.
+            print(printable(self.format(record)), file=sys.stderr, flush=True)
         except Exception:
             self.handleError(record)

@@ -6,12 +6,20 @@ bare NaN / Infinity / -Infinity tokens. Measured on a 1M-step file it is ~10x fa
 If a piece holds anything the fast path cannot take as-is (a torn or non-JSON line, a
 non-object, a missing or non-integer step, mixed types), that piece alone is re-parsed line
 by line, so one bad line costs that piece a slow parse and nothing else.
+
+Input is hostile until read: a line nested deeper than MAX_JSON_DEPTH never reaches a parser
+(pyarrow's recursive parser overflows its stack on ~20,000 nested arrays and takes the process
+with it); it is a damaged record. The check is cheap: a line shorter than MAX_JSON_DEPTH
+bytes cannot nest that deep, and only a line with that many brackets is scanned. A step
+beyond int64 is a damaged record; a value beyond float range reads as ±Infinity, as pyarrow
+and Python read `1e999`. Metric names are made encodable (lone surrogates replaced).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -21,8 +29,24 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 
 from monitor.tail import LONG_LINE_MARKER
+from monitor.text import utf8_text
 
 FAST_PIECE_BYTES = 4 << 20  # one bad line sends at most this much to the slow path
+# Deepest nesting of brackets a line may have. An honest record nests 2-4 levels; orjson
+# stops at 1024 and Python's json at its recursion limit (~1000 frames, shared with the
+# caller's): half of that leaves both parsers and `utf8_strings` well inside their limits.
+MAX_JSON_DEPTH = 512
+MAX_STEP = (1 << 63) - 1  # steps are stored as int64
+_JSON_ESCAPE = re.compile(rb"\\.", re.DOTALL)  # an escaped character: never a quote's end
+_JSON_STRING = re.compile(rb'"[^"]*+"')  # after escapes are gone; possessive: linear
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+class TooDeep(ValueError):
+    """A JSON text nested deeper than MAX_JSON_DEPTH: refused before parsing."""
+
+    def __init__(self, limit: str = f"{MAX_JSON_DEPTH} levels") -> None:
+        super().__init__(f"nested deeper than {limit}: not parsed")
 
 
 @dataclass(frozen=True)
@@ -77,10 +101,14 @@ def parse_pieces(
         end = data.rfind(b"\n", start, min(start + FAST_PIECE_BYTES, size)) + 1
         if end <= start:  # a single line longer than a piece
             end = data.find(b"\n", start + FAST_PIECE_BYTES, size) + 1 or size
-        newlines = data.count(b"\n", start, end)
+        # Newline positions cost what counting them did, and bound every line's length.
+        newline_at = np.flatnonzero(np.frombuffer(data, np.uint8, end - start, start) == 10)
+        newlines = newline_at.size
         # A zero-copy view for the fast path; only the slow path makes a bytes copy.
         parsed = None
-        if all_ascii or _is_utf8(data[start:end]):
+        if (all_ascii or _is_utf8(data[start:end])) and not _nests_too_deep(
+            data, start, end, newline_at
+        ):
             parsed = _parse_fast(pa.py_buffer(memoryview(data)[start:end]), newlines, nested)
         if parsed is None:
             parsed = _parse_slow(data[start:end], line, nested)
@@ -88,6 +116,71 @@ def parse_pieces(
         yield parsed
         line += newlines
         start = end
+
+
+def nests_too_deep(data: bytes) -> bool:
+    """True if a line of newline-delimited `data` nests deeper than MAX_JSON_DEPTH: such
+    data must not reach pyarrow (see `_nests_too_deep`)."""
+    newline_at = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+    return _nests_too_deep(data, 0, len(data), newline_at)
+
+
+def _nests_too_deep(data: bytes, start: int, end: int, newline_at: np.ndarray) -> bool:
+    """True if a line of `data[start:end]` nests deeper than MAX_JSON_DEPTH.
+
+    Cheap for the pieces a trainer writes: a line no longer than MAX_JSON_DEPTH bytes
+    cannot nest deeper (one max over the line lengths); wide records without arrays, each
+    line an object, are bounded by counting braces once. Otherwise each line's opening
+    brackets are counted, and only a line with more than the limit is measured exactly.
+    """
+    size = end - start
+    if size <= MAX_JSON_DEPTH:
+        return False
+    ends = newline_at
+    if not ends.size or ends[-1] != size - 1:
+        ends = np.append(ends, size)  # a last line without its newline (never from a tail)
+    bounds = np.concatenate(([-1], ends))  # line i is data[bounds[i] + 1 : bounds[i + 1]]
+    lengths = np.diff(bounds) - 1
+    if lengths.max() <= MAX_JSON_DEPTH:
+        return False
+    piece = np.frombuffer(data, np.uint8, size, start)
+    if data.find(b"[", start, end) < 0:
+        opening = piece == 0x7B
+        # Each line opens with "{" (so holds one): no line holds more than the rest allow.
+        firsts = bounds[:-1] + 1
+        if (
+            lengths.min() > 0
+            and bool((piece[firsts] == 0x7B).all())
+            and np.count_nonzero(opening) - (lengths.size - 1) <= MAX_JSON_DEPTH
+        ):
+            return False
+    else:
+        opening = (piece | 0x20) == 0x7B  # "[" | 0x20 is "{"
+    positions = np.flatnonzero(opening)
+    if positions.size <= MAX_JSON_DEPTH:
+        return False
+    per_line = np.bincount(np.searchsorted(newline_at, positions))
+    for i in np.flatnonzero(per_line > MAX_JSON_DEPTH):
+        line = data[start + int(bounds[i]) + 1 : start + int(bounds[i + 1])]
+        if json_depth(line) > MAX_JSON_DEPTH:
+            return True
+    return False
+
+
+def json_depth(raw: bytes) -> int:
+    """How deep the brackets of a JSON text nest outside its strings, in linear time and
+    memory proportional to its brackets.
+
+    Exact for valid JSON; for invalid JSON at least the depth a parser reaches before its
+    first error (a stray closing bracket does not hide the opening ones after it).
+    """
+    text = _JSON_STRING.sub(b"", _JSON_ESCAPE.sub(b"", raw)).translate(None, _NOT_BRACKETS)
+    if not text:
+        return 0
+    step = np.where((np.frombuffer(text, np.uint8) | 0x20) == 0x7B, 1, -1)  # [ { open
+    level = np.cumsum(step)
+    floor = np.minimum.accumulate(np.minimum(level, 0))
+    return int((level - floor).max())
 
 
 def _is_utf8(piece: bytes) -> bool:
@@ -127,8 +220,11 @@ def _parse_fast(piece: pa.Buffer, newlines: int, nested: str | None = None) -> P
         return None
     step = table.column("step")
     if not pa.types.is_integer(step.type) or step.null_count:
+        return None  # a step beyond int64 arrives as a double: the slow path says so
+    try:
+        steps = step.cast(pa.int64()).to_numpy()
+    except pa.ArrowInvalid:  # an unsigned step beyond int64
         return None
-    steps = step.cast(pa.int64()).to_numpy()
     if steps.size and steps.min() < 0:
         return None
     if table.num_rows != newlines:
@@ -150,17 +246,33 @@ def _parse_fast(piece: pa.Buffer, newlines: int, nested: str | None = None) -> P
     for name, array in zip(names, arrays, strict=True):
         values = numeric_column(array)
         if values is not None:
-            columns[name] = values
+            columns[utf8_text(name)] = values
     return ParsedBlock(steps, columns)
 
 
-def decode_line(raw: bytes) -> object:
-    """One JSON line; raises ValueError (incl. UnicodeDecodeError) if it is not JSON."""
+def decode_line(raw: bytes, *, check_depth: bool = True) -> object:
+    """One JSON text (a line, or a small document such as run.json); raises ValueError
+    (incl. UnicodeDecodeError, TooDeep) if it is not JSON or nests too deep to parse.
+
+    `check_depth=False` (a large document such as trainer_state.json, whose brackets are
+    many) leaves the depth to the parsers' own limits: orjson stops at 1024 levels, json at
+    its recursion limit; both raise, neither crashes.
+    """
+    if (
+        check_depth
+        and len(raw) > MAX_JSON_DEPTH
+        and raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH
+        and json_depth(raw) > MAX_JSON_DEPTH
+    ):
+        raise TooDeep()
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         # orjson refuses NaN/Infinity tokens, which Python's json writes: retry with json.
-        return json.loads(raw.decode("utf-8"))
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except RecursionError:  # deeper than json's recursion limit allows
+            raise TooDeep("json's recursion limit") from None
 
 
 def _parse_slow(piece: bytes, first_line: int, nested: str | None = None) -> ParsedBlock:
@@ -179,6 +291,9 @@ def _parse_slow(piece: bytes, first_line: int, nested: str | None = None) -> Par
         except UnicodeDecodeError:
             problems.append((line_no, "invalid UTF-8"))
             continue
+        except TooDeep as e:
+            problems.append((line_no, str(e)))
+            continue
         except ValueError as e:
             problems.append((line_no, f"not valid JSON ({_short(e)})"))
             continue
@@ -186,8 +301,8 @@ def _parse_slow(piece: bytes, first_line: int, nested: str | None = None) -> Par
             problems.append((line_no, f"not a JSON object (got {type(record).__name__})"))
             continue
         step = record.get("step")
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            problems.append((line_no, f"field 'step' must be an integer >= 0, got {step!r}"))
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP:
+            problems.append((line_no, _bad_step(step)))
             continue
         values = record if nested is None else record.get(nested)
         if not isinstance(values, dict):
@@ -211,8 +326,14 @@ def _parse_slow(piece: bytes, first_line: int, nested: str | None = None) -> Par
     arrays = {}
     for key, values in columns.items():
         values.extend([math.nan] * (n - len(values)))
-        arrays[key] = np.asarray(values, dtype=np.float64)
+        arrays[utf8_text(key)] = np.asarray(values, dtype=np.float64)
     return ParsedBlock(np.asarray(steps, dtype=np.int64), arrays, problems)
+
+
+def _bad_step(step: object) -> str:
+    if isinstance(step, int) and not isinstance(step, bool) and step > MAX_STEP:
+        return "field 'step' is out of range (more than 2**63 - 1)"
+    return f"field 'step' must be an integer >= 0, got {_short(repr(step))}"
 
 
 def _as_number(value: object) -> float | None:
@@ -220,9 +341,12 @@ def _as_number(value: object) -> float | None:
         return math.nan  # null reads as a missing value, as in the fast path
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond float range: ±Infinity, as pyarrow reads it
+        return math.inf if value > 0 else -math.inf
 
 
-def _short(error: Exception) -> str:
+def _short(error: Exception | str) -> str:
     text = str(error)
     return text if len(text) <= 80 else text[:77] + "..."

@@ -13,16 +13,115 @@ LONG_LINE_MARKER, so whoever counts lines still gets every later line number rig
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 UTF8_BOM = b"\xef\xbb\xbf"
+# Byte-order marks of encodings klwatch does not read (longest first: UTF-32 LE starts
+# with UTF-16 LE's mark). Such a file is reported by its encoding, not as garbage lines.
+FOREIGN_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
 DEFAULT_MAX_LINE_BYTES = 1 << 20  # no honest metrics record is a megabyte long
 DEFAULT_READ_BLOCK_BYTES = 16 << 20
 # Stands in for a dropped overlong line: NUL bytes make sure no JSON parser accepts it.
 LONG_LINE_MARKER = b"\x00klwatch:line-too-long\x00"
+
+
+class RefusedFile(OSError):
+    """A file klwatch will not open: not a regular file, or a link leaving its directory."""
+
+
+def open_regular(path: str | os.PathLike[str], *, within: Path | None = None) -> BinaryIO:
+    """Open `path` for reading, only if it is a regular file; never blocks.
+
+    A FIFO, socket or device is refused before it is opened (opening a FIFO waits for a
+    writer; /dev/zero never ends), and the open descriptor is checked again (the name may
+    have been swapped in between). With `within` (a directory), a path that leads out of it
+    through a symbolic link is refused too. Raises OSError naming the path.
+    """
+    path = Path(path)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    if within is not None and not check_within(path, within):
+        flags |= os.O_NOFOLLOW  # no link when checked: it must not have become one
+    _require_regular(os.stat(path), path)
+    fd = os.open(path, flags)
+    try:
+        _require_regular(os.fstat(fd), path)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def check_within(path: Path, within: Path) -> bool:
+    """Raise RefusedFile if `path` (below `within`) resolves outside `within`; True if a
+    link had to be resolved to know.
+
+    A file directly in `within` that is not a symlink costs one lstat: `within` itself was
+    already found inside its root.
+    """
+    if path.parent == within and not stat.S_ISLNK(os.lstat(path).st_mode):
+        return False
+    real = os.path.realpath(path)
+    if not Path(real).is_relative_to(os.path.realpath(within)):
+        raise RefusedFile(
+            errno.EXDEV, "a symbolic link out of the run directory: not followed", str(path)
+        )
+    return True
+
+
+def refusal(path: Path, *, within: Path | None = None) -> str | None:
+    """Why `open_regular` would refuse `path` ("<path>: <reason>"), found without opening
+    it; None if it would not (or if there is no such file: an optional file may be absent)."""
+    try:
+        if within is not None:
+            check_within(path, within)
+        _require_regular(os.stat(path), path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"{path}: {e.strerror or e}"
+    return None
+
+
+def _require_regular(st: os.stat_result, path: Path) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise RefusedFile(
+            errno.EINVAL, f"not a regular file ({_file_kind(st.st_mode)}): not read", str(path)
+        )
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a plain file"
+
+
+def foreign_encoding(head: bytes) -> str | None:
+    """'UTF-16' or 'UTF-32' if `head` (a file's first bytes) starts with that encoding's
+    byte-order mark, else None."""
+    for bom, name in FOREIGN_BOMS:
+        if head.startswith(bom):
+            return name
+    return None
+
+
+def foreign_encoding_problem(encoding: str) -> str:
+    return f"{encoding} encoded file: klwatch reads UTF-8 (save the file as UTF-8)"
 
 
 @dataclass
@@ -35,6 +134,7 @@ class TailChunk:
 
     blocks: list[tuple[bytes, int, int]] = field(default_factory=list)
     reset: bool = False  # the file was truncated/replaced: everything before is void
+    encoding: str | None = None  # set once, when the file starts with a UTF-16/32 mark
 
 
 class FileTail:
@@ -63,9 +163,11 @@ class FileTail:
     def read(self) -> TailChunk:
         """Return the complete lines appended since the previous call.
 
-        Raises FileNotFoundError / PermissionError (OSError) if the file cannot be opened.
+        Raises OSError (FileNotFoundError, PermissionError, RefusedFile for a FIFO or a
+        device) if the file cannot be opened. Which links it may follow was decided when
+        the run was found (the root's rule).
         """
-        with open(self.path, "rb") as f:
+        with open_regular(self.path) as f:
             st = os.fstat(f.fileno())
             identity = (st.st_dev, st.st_ino)
             reset = False
@@ -76,7 +178,7 @@ class FileTail:
             chunk = TailChunk(reset=reset)
             if st.st_size == self.offset:
                 return chunk
-            if self.offset == 0 and not self._skip_bom(f):
+            if self.offset == 0 and not self._skip_bom(f, chunk):
                 return chunk  # only part of what may be a BOM so far: wait for the rest
             f.seek(self.offset)
             while True:
@@ -87,13 +189,16 @@ class FileTail:
                 chunk.blocks.extend(self._take_complete(block))
         return chunk
 
-    def _skip_bom(self, f: BinaryIO) -> bool:
-        """At the start of the file: step over a UTF-8 BOM. False while undecidable."""
-        head = f.read(len(UTF8_BOM))
-        if head == UTF8_BOM:
+    def _skip_bom(self, f: BinaryIO, chunk: TailChunk) -> bool:
+        """At the start of the file: step over a UTF-8 BOM, name a UTF-16/32 one (the
+        lines are still handed over: they read as damaged). False while undecidable."""
+        head = f.read(4)  # the longest byte-order mark
+        if head.startswith(UTF8_BOM):
             self.offset = len(UTF8_BOM)
         elif len(head) < len(UTF8_BOM) and UTF8_BOM.startswith(head):
             return False
+        else:
+            chunk.encoding = foreign_encoding(head)
         return True
 
     def _take_complete(self, block: bytes) -> list[tuple[bytes, int, int]]:

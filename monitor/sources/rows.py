@@ -14,7 +14,8 @@ import math
 
 import numpy as np
 
-from monitor.parse import ParsedBlock
+from monitor.parse import MAX_STEP, ParsedBlock
+from monitor.text import utf8_text
 
 Row = dict[str, float]
 
@@ -50,7 +51,9 @@ class RowMerger:
                 if column is None:
                     column = lists[name] = [math.nan] * n
                 column[i] = value
-        columns = {name: np.array(values, dtype=np.float64) for name, values in lists.items()}
+        columns = {
+            utf8_text(name): np.array(values, dtype=np.float64) for name, values in lists.items()
+        }
         block = ParsedBlock(np.asarray(self._steps, dtype=np.int64), columns)
         self._steps, self._rows = [], []
         return block
@@ -91,7 +94,7 @@ def numbers(record: dict[str, object]) -> Row:
         kind = type(value)
         if kind is float:  # the common cases first: this runs once per value
             row[name] = value  # type: ignore[assignment]
-        elif kind is int:
+        elif kind is int and -_FLOAT_INT_LIMIT < value < _FLOAT_INT_LIMIT:  # type: ignore[operator]
             row[name] = float(value)  # type: ignore[arg-type]
         else:
             number = as_number(value)
@@ -111,21 +114,25 @@ def as_number(value: object) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond float range: ±Infinity, as for 1e999
+            return math.inf if value > 0 else -math.inf
     if isinstance(value, str):
         return _SPECIAL_FLOATS.get(value)
     return None
 
 
 _SPECIAL_FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+_FLOAT_INT_LIMIT = 1 << 1023  # integers this large or larger go through as_number's check
 
 
 def as_step(value: object) -> int | None:
-    """An integer step >= 0 (an integral float such as 10.0 counts), or None."""
+    """An integer step in 0..2**63-1 (an integral float such as 10.0 counts), or None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return value if 0 <= value <= MAX_STEP else None
+    if isinstance(value, float) and value.is_integer() and 0 <= value <= MAX_STEP:
         return int(value)
     return None

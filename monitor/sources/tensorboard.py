@@ -82,6 +82,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2, types_pb2
 
 from monitor.parse import ParsedBlock, Problem
 from monitor.sources.base import MAX_PROBLEMS_PER_READ, RunLocation, Source, SourceRead
+from monitor.tail import open_regular
 
 FORMAT = "tensorboard"
 EVENTS_PREFIX = "events.out.tfevents."
@@ -410,7 +411,7 @@ class TensorBoardSource(Source):
                 state.noted_ignored = True
                 _note(out, state.name, IGNORED_GROWTH, skipped=False)
             return grew, st.st_mtime
-        with open(path, "rb") as f:
+        with open_regular(path, within=self.path) as f:  # no FIFO, no link out of the run
             st = os.fstat(f.fileno())
             grew = self._observe(state, st)
             if st.st_size - state.offset >= 16:
@@ -907,11 +908,11 @@ def peek_file_last_step(path: Path, window: int = PEEK_WINDOW_BYTES) -> int | No
     Finds the first position in the window where a record with both CRCs right starts,
     frames forward from there and parses records from the end. None if there is none.
     """
-    with open(path, "rb") as f:
+    with open_regular(path, within=path.parent) as f:
         size = f.seek(0, os.SEEK_END)
         start = max(0, size - window)
         f.seek(start)
-        buf = f.read()
+        buf = f.read(window)
     pos = 0
     if start:
         sync = _first_record(buf)

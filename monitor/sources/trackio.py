@@ -46,10 +46,11 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from monitor.parse import ParsedBlock, Problem, numeric_column, read_json_table
+from monitor.parse import ParsedBlock, Problem, nests_too_deep, numeric_column, read_json_table
 from monitor.sources.base import MAX_PROBLEMS_PER_READ, RunLocation, Source, SourceRead
 from monitor.sources.klwatch import _is_file
 from monitor.sources.rows import RowMerger, as_step, merge_equal_steps, numbers
+from monitor.tail import open_regular
 
 FORMAT = "trackio"
 DB_SUFFIX = ".db"
@@ -197,7 +198,7 @@ def is_trackio_schema(conn: sqlite3.Connection) -> bool:
 
 def _has_sqlite_magic(path: Path) -> bool:
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # a FIFO named *.db must not block discovery
             return f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
     except OSError:
         return False
@@ -367,8 +368,8 @@ class TrackioSource(Source):
         data = b"\n".join(blobs) + b"\n"
         for text, token in _SPECIAL_FLOATS:  # serialize_values' strings → JSON tokens
             data = data.replace(text, token)
-        if data.count(b"\n") != len(batch):
-            return None
+        if data.count(b"\n") != len(batch) or nests_too_deep(data):
+            return None  # row by row: orjson refuses what nests too deep, pyarrow would crash
         table = read_json_table(data)
         if table is None or table.num_rows != len(batch):
             return None
@@ -379,8 +380,9 @@ class TrackioSource(Source):
                 columns[name] = values
         global_step = columns.get(GLOBAL_STEP_KEY)
         if global_step is not None:
-            if not np.all((global_step >= 0) & (global_step == np.floor(global_step))):
-                return None  # NaN (a row without it) or not an integer: row by row
+            integral = (global_step >= 0) & (global_step == np.floor(global_step))
+            if not np.all(integral & (global_step < 2.0**63)):
+                return None  # NaN (a row without it), not an integer, beyond int64
             steps = global_step.astype(np.int64)
         elif self._uses_global_step:
             return None

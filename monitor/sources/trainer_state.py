@@ -23,10 +23,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monitor.parse import Problem
+from monitor.parse import Problem, decode_line
 from monitor.sources.base import MAX_PROBLEMS_PER_READ, RunLocation, Source, SourceRead
 from monitor.sources.klwatch import _is_file
 from monitor.sources.rows import RowMerger, as_step, numbers
+from monitor.tail import open_regular
 
 FORMAT = "trainer_state"
 STATE_FILE = "trainer_state.json"
@@ -133,12 +134,16 @@ class TrainerStateSource(Source):
     def _load(self, out: SourceRead | None) -> bool:
         """Parse the file if it changed; True if `self._state` is new."""
         path = self.state_file()
-        st = path.stat()
-        stamp = (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
-        if stamp == self._stamp:
-            return False
+        # Only a regular file inside the run directory, opened without blocking: a FIFO
+        # or a link out of the directory raises OSError (the run's read error).
+        with open_regular(path, within=self.path) as f:
+            st = os.fstat(f.fileno())
+            stamp = (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
+            if stamp == self._stamp:
+                return False
+            data = f.read()
         try:
-            state = json.loads(path.read_bytes())
+            state = decode_line(data, check_depth=False)  # NaN tokens accepted
             if not isinstance(state, dict):
                 raise ValueError("not a JSON object")
         except ValueError as e:  # incl. UnicodeDecodeError
@@ -222,7 +227,7 @@ class TrainerStateSource(Source):
     def peek_last_step(self) -> int | None:
         """The top-level "global_step" from the first few KiB: no parse of the history."""
         try:
-            with open(self.state_file(), "rb") as f:
+            with open_regular(self.state_file(), within=self.path) as f:
                 head = f.read(_PEEK_BYTES)
         except OSError:
             return None

@@ -23,7 +23,7 @@ from monitor.parse import Problem, decode_line, parse_pieces
 from monitor.runlog import METRICS_FILE, SAMPLES_FILE
 from monitor.sources.base import RunLocation, Source, SourceRead, _stat_stamp
 from monitor.sources.klwatch import _is_file, _is_step, newest_records
-from monitor.tail import UTF8_BOM, FileTail
+from monitor.tail import UTF8_BOM, FileTail, foreign_encoding_problem, open_regular
 
 FORMAT = "verl"
 SUFFIX = ".jsonl"
@@ -89,7 +89,7 @@ def _first_line(path: Path) -> bytes | None:
     """The first line (BOM stripped); None if it has no newline yet; b"" if it is longer
     than HEAD_BYTES (no verl record is)."""
     head = b""
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while len(head) < HEAD_BYTES:
             chunk = f.read(min(64 << 10, HEAD_BYTES - len(head)))
             if not chunk:
@@ -133,6 +133,9 @@ class VerlSource(Source):
             self._head = None
             self._next_line = 1
             out.reset = "file was truncated or replaced (verl restarted): read again"
+        if chunk.encoding:
+            problem = foreign_encoding_problem(chunk.encoding)
+            out.problems.append(Problem(self.path.name, None, problem))
         for data, start, end in chunk.blocks:
             if self._head is None:
                 self._head = data[start : min(end, start + REWRITE_PROBE_BYTES)]
@@ -147,7 +150,7 @@ class VerlSource(Source):
         """True if the file no longer starts with the first line already read."""
         assert self._head is not None
         try:
-            with open(self.path, "rb") as f:
+            with open_regular(self.path) as f:
                 head = f.read(len(UTF8_BOM) + len(self._head))
         except OSError:
             return False  # the tail's own open reports it
@@ -168,7 +171,8 @@ class VerlSource(Source):
 
     def peek_last_step(self) -> int | None:
         try:
-            newest = newest_records(self.path, 1 << 16)  # verl lines run to kilobytes
+            # verl lines run to kilobytes; the file was held to its root when found
+            newest = newest_records(self.path, 1 << 16, within=None)
             return next((r["step"] for r in newest if _is_step(r)), None)
         except OSError:
             return None
