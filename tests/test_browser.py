@@ -444,3 +444,37 @@ def test_damaged_run_missing_root_and_alert_severities(tmp_path: Path, page: obj
         page.goto(f"{url}/?run=runs/healthy")  # type: ignore[attr-defined]
         expect(green).to_contain_text("Healthy: no alert has fired", timeout=30_000)
         expect(warnings.filter(has_text=str(missing))).to_have_count(1)  # others keep serving
+
+
+def test_hostile_files_cost_only_their_runs_on_the_page(tmp_path: Path, page: object) -> None:
+    """A root of hostile files (a 20,000-deep line, a FIFO run.json, run.json and samples
+    linked out of the root to a secret, a name with terminal escapes) beside a healthy run:
+    the server stays up, each hostile run opens without a traceback, nothing from outside
+    the root reaches the page, and the healthy run is still served afterwards."""
+    from tests.test_hostile import NESTED_LINES, SECRET, bad_run, secret_links
+
+    expect = sync_api.expect
+    root = tmp_path / "runs"
+    with RunWriter(root / "healthy", config={"target_kl": 0.05}, name="healthy") as writer:
+        write_steps(writer, 0, 120)
+    bad_run(root / "nested", NESTED_LINES)
+    os.mkfifo(bad_run(root / "fifo") / "run.json")
+    secret_links(root / "links", tmp_path / "outside")
+    named = bad_run(root / "escapes")
+    (named / "run.json").write_text('{"name": "evil\\u001b]0;title\\u0007\\r\\nname"}')
+    with streamlit_server(root) as url:
+        for run_id in ("runs/nested/bad", "runs/fifo/bad", "runs/links/bad", "runs/escapes/bad"):
+            page.goto(f"{url}/?run={run_id}")  # type: ignore[attr-defined]
+            main = page.locator('[data-testid="stMain"]')  # type: ignore[attr-defined]
+            expect(main.get_by_role("tab", name="Config")).to_be_visible(timeout=60_000)
+            main.get_by_role("tab", name="Config").click()
+            page.wait_for_timeout(300)  # type: ignore[attr-defined]
+            body = page.content()  # type: ignore[attr-defined]
+            assert SECRET not in body, run_id
+            assert "Traceback" not in body, run_id
+            assert page.locator('[data-testid="stException"]').count() == 0, run_id  # type: ignore[attr-defined]
+        page.goto(f"{url}/?run=runs/healthy")  # type: ignore[attr-defined]
+        expect(page.get_by_role("heading", name="healthy")).to_be_visible(timeout=30_000)  # type: ignore[attr-defined]
+        assert SECRET not in page.content()  # type: ignore[attr-defined]
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser-hostile.png"), full_page=True)  # type: ignore[attr-defined]
