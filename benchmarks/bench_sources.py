@@ -10,6 +10,8 @@ Prints, measured in this run (these machines are noisy: compare ratios, not seco
 The event files are written by tensorboard's RecordWriter, the record writer inside its
 EventFileWriter (without EventFileWriter's writer thread, whose hand-off costs ~100 µs an
 event: 1.2M events would take minutes). Nothing is cached: files go to a temporary dir.
+Then a run in a bucket (benchmarks/_bucket_bench.py): 1M steps of metrics.jsonl on a local S3
+server, refreshed after +100 lines reading only the new bytes.
 Usage: python benchmarks/bench_sources.py [--steps 300000] [--tags 4] [--append 100]
        [--no-baseline] (other options go to benchmarks/_trackio_bench.py, if present)
 """
@@ -168,6 +170,12 @@ def main() -> None:
             module.main()
         finally:
             sys.argv = argv
+    bucket = Path(__file__).with_name("_bucket_bench.py")
+    spec = importlib.util.spec_from_file_location("_bucket_bench", bucket)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main()  # a 1M-step metrics.jsonl in a (local S3) bucket
 
 
 if __name__ == "__main__":
