@@ -41,7 +41,7 @@ from monitor.sources import (
     find_runs,
     open_source,
 )
-from monitor.sources.bucket import BucketMirror, is_url, mirror_for
+from monitor.sources.bucket import BucketMirror, is_url, mirror_for, mirror_of
 
 log = logging.getLogger(__name__)
 
@@ -530,7 +530,7 @@ class RunStore:
             worst_severity=entry.worst_severity,
             problem=run.read_error
             or (run.problems[0].reason if run.problems and run.info_problem else None),
-            source=run.format_label,
+            source=source_label(entry.location),
             past_count=entry.past_count,
             tally=entry.tally,
             skipped=run.skipped,
@@ -638,6 +638,14 @@ def _run_id(label: str, root: Path, location: RunLocation) -> str:
     return f"{run_id}/{location.key}" if location.key else run_id
 
 
+def source_label(location: RunLocation) -> str:
+    """The run list's source badge: the format, and the bucket's scheme for a mirrored run
+    ("TensorBoard · s3")."""
+    label = FORMAT_LABELS.get(location.format, location.format)
+    mirror = mirror_of(location.path)
+    return f"{label} · {mirror.url.split('://', 1)[0]}" if mirror is not None else label
+
+
 def root_problem(root: Path) -> str | None:
     """Why a root serves no runs, when it is missing or unreadable; None when it can be read
     (a directory, or a file that may hold runs: a verl JSONL, a trackio database)."""
@@ -715,7 +723,7 @@ def _light_summary(entry: RunEntry, now: float | None) -> RunSummary:
         alert_count=entry.alert_count,
         worst_severity=entry.worst_severity,
         problem=problem,
-        source=FORMAT_LABELS.get(entry.location.format, entry.location.format),
+        source=source_label(entry.location),
         past_count=entry.past_count,
         declared_status=source.info.get("status"),
         tally=entry.tally,

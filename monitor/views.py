@@ -589,7 +589,7 @@ def run_caption(summary: RunSummary, now: float | None = None) -> str:
     and an alert marker."""
     dot = f":{STATUS_COLORS.get(summary.status, 'gray')}[●]"
     text = escape_markdown(run_details(summary, now))
-    badge = SOURCE_BADGES.get(summary.source, "gray")
+    badge = SOURCE_BADGES.get(summary.source.split(" · ")[0], "gray")  # "TensorBoard · s3"
     text = f":{badge}-badge[{escape_markdown(summary.source)}] {text}"
     if summary.alert_count:
         color = SEVERITY_COLORS.get(summary.worst_severity or "info", "blue")
@@ -605,6 +605,8 @@ SOURCE_BADGES = {
     "verl": "blue",
     "trackio": "violet",
     "trainer_state.json": "green",
+    "W&B": "yellow",
+    "MLflow": "blue",
 }
 
 

@@ -132,7 +132,7 @@ def test_the_dashboard_store_serves_a_bucket_root_and_picks_up_new_runs(s3: Any)
         store.scan(force=True)
         assert sorted(s.split("/", 1)[1] for s in store.run_ids()) == ["a", "b"]
         summary = store.summary(store.run_ids()[0])
-        assert summary is not None
+        assert summary is not None and summary.source == "klwatch · s3"  # the run list's badge
     assert store.root_problems == ()
 
 
