@@ -147,3 +147,32 @@ def test_a_database_in_a_bucket_is_read_as_a_snapshot(s3: Any) -> None:
     mirror = bucket.mirror_for(f"s3://{BUCKET}/dbs")
     report = mirror.sync()
     assert report.listed == 1 and mirror.snapshots == {"x.db"}
+
+
+@pytest.mark.slow
+def test_a_trl_output_dir_uploaded_to_a_bucket_is_one_run_with_trls_kl(
+    s3: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issue's case: a real TRL GRPO run (TensorBoard, save_strategy steps so the output
+    dir also holds a checkpoint with weights and trainer_state.json), uploaded as is."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from tools.tiny_trl import build_tiny_model, train_grpo
+
+    model = build_tiny_model(tmp_path / "model")
+    out = tmp_path / "out"
+    trained = train_grpo(
+        model, out, beta=0.1, max_steps=4, klwatch=False, save_strategy="steps", save_steps=4
+    )
+    assert list(out.rglob("*.safetensors")) and list(out.rglob("trainer_state.json"))
+    for path in out.rglob("*"):
+        if path.is_file():
+            put(s3, f"trl/grpo/{path.relative_to(out).as_posix()}", path.read_bytes())
+    capsys.readouterr()  # what the training printed
+    assert main(["check", f"s3://{BUCKET}/trl", "--json"]) in (0, 1)
+    (report,) = json.loads(capsys.readouterr().out)["runs"]  # exactly one run
+    assert report["source"]["preset"] == "trl_grpo"
+    run = load_run(f"s3://{BUCKET}/trl/grpo/runs/{trained.tensorboard_dir.name}")
+    logged = [h["kl"] for h in trained.log_history if "kl" in h and "loss" in h]
+    assert np.allclose(run.column("kl_mean"), logged, rtol=1e-6)
+    mirror = run.mirror
+    assert mirror is not None and not list(mirror.local.rglob("*.safetensors"))

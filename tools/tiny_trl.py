@@ -88,24 +88,24 @@ def train_grpo(
     from monitor.integrations.hf import KLWatchCallback
 
     dataset = Dataset.from_dict({"prompt": PROMPTS * 2})
-    args = GRPOConfig(
-        output_dir=str(output_dir),
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
-        beta=beta,
-        max_steps=max_steps,
-        logging_steps=1,
-        per_device_train_batch_size=4,
-        num_generations=2,
-        max_completion_length=8,
-        learning_rate=learning_rate,
-        report_to=["tensorboard"],
-        save_strategy="no",
-        disable_tqdm=True,
-        seed=0,
-        **extra,
-    )
+    settings: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "use_cpu": True,
+        "bf16": False,
+        "gradient_checkpointing": False,
+        "beta": beta,
+        "max_steps": max_steps,
+        "logging_steps": 1,
+        "per_device_train_batch_size": 4,
+        "num_generations": 2,
+        "max_completion_length": 8,
+        "learning_rate": learning_rate,
+        "report_to": ["tensorboard"],
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        "seed": 0,
+    }
+    args = GRPOConfig(**{**settings, **extra})  # `extra` may override a default
     callbacks = [KLWatchCallback(output_dir / "klwatch", name="tiny-grpo")] if klwatch else []
     trainer = GRPOTrainer(
         model=str(model_dir),
