@@ -27,6 +27,7 @@ from monitor.parse import Problem
 from monitor.presets import KLWATCH_SERIES, KLMeaning, Preset, meaning_for, preset_from_spec
 from monitor.runlog import INFO_FILE, SAMPLES_FILE
 from monitor.sources import FORMAT_LABELS, RunLocation, locate_path, open_source
+from monitor.sources.base import median_interval
 from monitor.sources.bucket import BucketMirror, is_url, mirror_for, mirror_of
 from monitor.sources.klwatch import newest_records
 from monitor.table import SeriesData, SeriesTable
@@ -251,12 +252,7 @@ class Run:
     def typical_step_interval(self, window: int = 200) -> float | None:
         """Median seconds between recent records (None with fewer than 3 records)."""
         times = self.table.column("time")[-window:]
-        times = times[np.isfinite(times)]
-        if times.size < 3:
-            return None
-        gaps = np.diff(times)
-        gaps = gaps[gaps > 0]
-        return float(np.median(gaps)) if gaps.size else None
+        return median_interval(times[np.isfinite(times)].tolist())
 
     def seconds_since_write(self, now: float | None = None) -> float | None:
         if self.last_write_time is None:
@@ -268,10 +264,7 @@ class Run:
     ) -> float:
         """Silence after which a running run counts as stalled: max(min_s, factor × its usual
         step interval). The alert rule run_stalled passes its own factor and minimum."""
-        interval = self.typical_step_interval()
-        if interval is None or not math.isfinite(interval):
-            return min_s
-        return max(min_s, factor * interval)
+        return stall_threshold(self.typical_step_interval(), factor, min_s)
 
     def status(
         self,
@@ -311,6 +304,16 @@ def read_samples(path: Path | None, limit: int) -> list[Sample]:
     except OSError:
         return []
     return records[::-1]
+
+
+def stall_threshold(
+    interval: float | None, factor: float = STALL_FACTOR, min_s: float = STALL_MIN_SECONDS
+) -> float:
+    """The one definition of "stalled": silent for max(min_s, factor × the usual step
+    interval) — for a loaded run, an unloaded one in the run list, and run_stalled."""
+    if interval is None or not math.isfinite(interval):
+        return min_s
+    return max(min_s, factor * interval)
 
 
 def run_status(declared: object, idle_s: float | None, stall_after_s: float) -> str:

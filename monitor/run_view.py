@@ -194,3 +194,4 @@ class RunSummary:
     declared_status: object = None  # what the run's metadata says (light summaries)
     tally: AlertTally | None = None  # by severity; None until the run has been checked once
     skipped: int | None = None  # records skipped (damaged lines); None until read once
+    step_interval: float | None = None  # usual seconds between records (light summaries)

@@ -30,8 +30,8 @@ from watchdog.observers.polling import PollingObserver
 from monitor.alerts import worst_severity
 from monitor.monitored import MonitoredRun
 from monitor.presets import Preset
-from monitor.rules import AlertConfig
-from monitor.run import STALL_MIN_SECONDS, Run, run_status
+from monitor.rules import AlertConfig, StallConfig
+from monitor.run import Run, run_status, stall_threshold
 from monitor.run_view import AlertTally, DataVersion, RunPulse, RunSummary, RunView
 from monitor.sources import (
     DEFAULT_MAX_DEPTH,
@@ -168,6 +168,8 @@ class RunStore:
         self.max_rows = max_rows
         self.follow_external_symlinks = follow_external_symlinks
         self.alert_config = alert_config
+        # run_stalled's settings: the run list's "stalled" is the alert's (one definition)
+        self._stall = (alert_config or AlertConfig()).run_stalled
         self.read_timeout_s = read_timeout_s
         self.preset = preset  # forced on every run (else each run's is detected)
         self._closed = False
@@ -567,11 +569,11 @@ class RunStore:
             return entry.light
         stamp = _probe(entry).stamp()
         if entry.light is None or stamp != entry.light_stamp:
-            entry.light, entry.light_stamp = _light_summary(entry, now), stamp
+            entry.light, entry.light_stamp = _light_summary(entry, now, self._stall), stamp
         else:  # unchanged files; "stalled" changes with the clock, the tallies with checks
             entry.light = replace(
                 entry.light,
-                status=_light_status(entry.light, now),
+                status=_light_status(entry.light, now, self._stall),
                 alert_count=entry.alert_count,
                 worst_severity=entry.worst_severity,
                 past_count=entry.past_count,
@@ -692,26 +694,31 @@ def _probe(entry: RunEntry) -> Source:
     return entry.probe
 
 
-def _light_status(summary: RunSummary, now: float | None) -> str:
+def _light_status(summary: RunSummary, now: float | None, stall: StallConfig) -> str:
+    """An unloaded run's status: `run_status` with the stall threshold a loaded run uses
+    (the same usual step interval, peeked from the file's end, and run_stalled's settings)."""
     declared = summary.declared_status
     idle = (
         None
         if summary.last_write is None
         else (time.time() if now is None else now) - summary.last_write
     )
-    return run_status(declared, idle, STALL_MIN_SECONDS)
+    threshold = stall_threshold(summary.step_interval, stall.factor, stall.min_seconds)
+    return run_status(declared, idle, threshold)
 
 
-def _light_summary(entry: RunEntry, now: float | None) -> RunSummary:
+def _light_summary(entry: RunEntry, now: float | None, stall: StallConfig) -> RunSummary:
     """Status, last step and age from the run's metadata, a stat and a peek at its end."""
     source = _probe(entry)
     source.refresh_info()
     try:
         last_write = source.last_write_time()
         last_step = source.peek_last_step()
+        interval = source.peek_step_interval()
         problem = source.info_problem if entry.location.format == "klwatch" else None
     except OSError as e:
-        last_write, last_step, problem = None, None, f"{e.filename or entry.path}: {e.strerror}"
+        last_write, last_step, interval = None, None, None
+        problem = f"{e.filename or entry.path}: {e.strerror}"
     name = source.info.get("name")
     summary = RunSummary(
         run_id=entry.run_id,
@@ -728,5 +735,6 @@ def _light_summary(entry: RunEntry, now: float | None) -> RunSummary:
         declared_status=source.info.get("status"),
         tally=entry.tally,
         skipped=entry.skipped,
+        step_interval=interval,
     )
-    return replace(summary, status=_light_status(summary, now))
+    return replace(summary, status=_light_status(summary, now, stall))

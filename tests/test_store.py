@@ -272,10 +272,10 @@ def test_one_run_whose_summary_fails_is_listed_with_the_error(
             writer.log(0, **KL)
     real = monitor.store._light_summary
 
-    def light(entry: monitor.store.RunEntry, now: float | None) -> object:
+    def light(entry: monitor.store.RunEntry, now: float | None, stall: object) -> object:
         if entry.path.name == "bad":
             raise ValueError("a hostile file")
-        return real(entry, now)
+        return real(entry, now, stall)  # type: ignore[arg-type]
 
     monkeypatch.setattr(monitor.store, "_light_summary", light)
     with RunStore([tmp_path], watch=False) as store:
@@ -305,3 +305,37 @@ def test_summaries_tally_alerts_by_severity_and_count_skipped_lines(tmp_path: Pa
         assert pulse is not None and pulse.tally == checked.tally
         view = store.view(f"{label}/diverged")
         assert view is not None and AlertTally.of(view.alerts) == checked.tally
+
+
+@pytest.mark.parametrize(("quiet_s", "status"), [(300, "running"), (700, "stalled")])
+def test_a_run_logging_every_30_s_has_one_status_in_the_list_and_on_its_page(
+    tmp_path: Path, quiet_s: float, status: str
+) -> None:
+    """Stalled after max(60 s, 20 × its usual 30 s) = 600 s of silence — in the run list
+    before the run is opened (its summary peeks at the file's end), on its page, and in
+    run_stalled (one definition, monitor.run.stall_threshold)."""
+    import json
+    import os
+
+    now = time.time()
+    last = now - quiet_s
+    run = tmp_path / "runs" / "slow"
+    run.mkdir(parents=True)
+    records = [
+        {"step": i, "time": last - 30.0 * (49 - i), "kl_mean": 0.05, "kl_max": 0.2}
+        for i in range(50)
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (run / "run.json").write_text(json.dumps({"name": "slow", "status": "running"}))
+    for name in ("metrics.jsonl", "run.json"):
+        os.utime(run / name, (last, last))
+    with RunStore([tmp_path / "runs"], watch=False) as store:
+        (run_id,) = store.run_ids()
+        light = store.summary(run_id, now=now)  # not loaded yet
+        assert light is not None and light.rows is None and light.status == status
+        view = store.view(run_id)
+        assert view is not None
+        entry = store.get(run_id)
+        assert entry is not None and entry.status(now) == status
+        stalled = [a.rule for a in entry.monitored.alerts(now)] if entry.monitored else []
+        assert ("run_stalled" in stalled) == (status == "stalled")

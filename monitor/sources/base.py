@@ -8,8 +8,11 @@ formats alike.
 
 from __future__ import annotations
 
+import itertools
 import os
+import statistics
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -79,6 +82,11 @@ class Source(ABC):
         """The last step without reading the run (for the sidebar of unloaded runs)."""
         return None
 
+    def peek_step_interval(self) -> float | None:
+        """The run's usual seconds between records without reading it (None: unknown), so
+        an unloaded run's status uses the same stall threshold as a loaded one."""
+        return None
+
     def stamp(self) -> tuple[Any, ...]:
         """Cheap fingerprint (stat results) that changes when the run's files change."""
         return (_stat_stamp(self.path),)
@@ -86,6 +94,15 @@ class Source(ABC):
     @property
     def default_name(self) -> str:
         return self.location.key or self.path.name
+
+
+def median_interval(times: Sequence[float]) -> float | None:
+    """The one definition of a run's usual step interval: the median of the positive gaps
+    between successive record times (None with fewer than 3 times)."""
+    if len(times) < 3:
+        return None
+    gaps = [b - a for a, b in itertools.pairwise(times) if b > a]
+    return float(statistics.median(gaps)) if gaps else None
 
 
 def _stat_stamp(path: Path) -> tuple[int, int] | None:

@@ -9,6 +9,8 @@ run.json is read up to MAX_INFO_BYTES; samples.jsonl only in its tail (`newest_r
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -18,7 +20,7 @@ from typing import Any
 
 from monitor.parse import Problem, decode_line, parse_pieces
 from monitor.runlog import INFO_FILE, METRICS_FILE, SAMPLES_FILE
-from monitor.sources.base import RunLocation, Source, SourceRead, _stat_stamp
+from monitor.sources.base import RunLocation, Source, SourceRead, _stat_stamp, median_interval
 from monitor.tail import (
     UTF8_BOM,
     FileTail,
@@ -122,6 +124,11 @@ class KLWatchSource(Source):
         newest = newest_records(self.metrics_path, 16384, within=None)
         return next((r["step"] for r in newest if _is_step(r)), None)
 
+    def peek_step_interval(self) -> float | None:
+        newest = newest_records(self.metrics_path, 65536, within=None)
+        times = [r["time"] for r in itertools.islice(newest, 200) if _is_time(r.get("time"))]
+        return median_interval(times[::-1])
+
     def stamp(self) -> tuple[Any, ...]:
         return (_stat_stamp(self.metrics_path), _stat_stamp(self.info_path))
 
@@ -178,6 +185,10 @@ def newest_records(
             continue
         if isinstance(record, dict):
             yield _utf8_document(raw, record)
+
+
+def _is_time(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_step(record: dict[str, Any]) -> bool:
