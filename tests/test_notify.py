@@ -232,6 +232,33 @@ def test_one_message_per_alert_and_one_per_clearing_across_restarts(
     assert "raised at step 300 cleared at step 301" in receiver.bodies[1]["message"]
 
 
+def test_a_restart_with_another_spelling_of_the_path_sends_nothing_again(
+    tmp_path: Path,
+    receiver: Receiver,
+    start: Callable[..., tuple[Watcher, Notifier]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Alerts are keyed by the run's resolved path: `runs`, `./x/../runs` and an absolute
+    path are one run, so a restart spelled differently re-sends nothing."""
+    root, state = tmp_path / "runs", tmp_path / "state.json"
+    run = live_run(root, "r")
+    watcher, notifier = start(root, receiver.url, state)
+    cycle(watcher, notifier)
+    append_nan(run, 300)
+    cycle(watcher, notifier)
+    notifier.close()
+    assert len(receiver.bodies) == 1
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x").mkdir()
+    for spelling in ("runs", "./x/../runs", str(root) + "/"):
+        watcher, notifier = start(Path(spelling), receiver.url, state)
+        cycle(watcher, notifier)
+        cycle(watcher, notifier)
+        settle(notifier)
+        notifier.close()
+    assert len(receiver.bodies) == 1, [b["title"] for b in receiver.bodies]
+
+
 def test_first_start_sends_what_is_active_now_as_one_digest_and_no_history(
     tmp_path: Path, receiver: Receiver, start: Callable[..., tuple[Watcher, Notifier]]
 ) -> None:
