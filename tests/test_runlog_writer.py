@@ -6,6 +6,7 @@ import errno
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -133,16 +134,21 @@ def test_permission_denied_names_the_path(tmp_path: Path) -> None:
 def test_samples_and_set_info(tmp_path: Path) -> None:
     with RunWriter(tmp_path) as writer:
         writer.set_info(command="python -m trainer --steps 5")
+        before = time.time()
         writer.log_samples(0, [{"prompt": "a", "response": "b!!", "reward": 1.5}])
+        after = time.time()
         with pytest.raises(RunLogError, match="managed by RunWriter"):
             writer.set_info(status="finished")
     info = json.loads((tmp_path / "run.json").read_text())
     assert info["command"] == "python -m trainer --steps 5"
     run = load_run(tmp_path)
+    (sample,) = run.samples()
+    # the stored time is the wall-clock time of the write (the writer rounds it to 1 µs)
+    assert before - 1e-6 <= sample["time"] <= after + 1e-6
     assert run.samples() == [
         {
             "step": 0,
-            "time": pytest.approx(run.samples()[0]["time"]),
+            "time": sample["time"],
             "prompt": "a",
             "response": "b!!",
             "reward": 1.5,

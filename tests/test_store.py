@@ -143,16 +143,25 @@ def test_the_stores_own_reads_do_not_mark_runs_dirty(tmp_path: Path) -> None:
         writer.log(0, **KL)
     with RunWriter(tmp_path / "b") as writer:
         writer.log(0, **KL)
+    with RunWriter(tmp_path / "sentinel") as writer:
+        writer.log(0, **KL)
     store = RunStore([tmp_path], poll_interval_s=60)
     try:
         label = tmp_path.name
         loaded = store.get(f"{label}/a")
         assert loaded is not None
         store.summaries()  # reads b's run.json and the tail of its metrics
-        time.sleep(0.5)  # let inotify deliver whatever our reads caused
-        assert loaded.dirty is False
         unloaded = store.entry(f"{label}/b")
+        sentinel = store.entry(f"{label}/sentinel")
         assert unloaded is not None and unloaded.light is not None
+        assert sentinel is not None and sentinel.light is not None
+        # A witness instead of a sleep: one inotify queue per root delivers events in order,
+        # so once this later write is seen, every event our reads caused has been handled.
+        with open(tmp_path / "sentinel" / "metrics.jsonl", "a") as f:
+            f.write('{"step": 1, "kl_mean": 0.1}\n')
+        assert wait_for(lambda: sentinel.light is None, timeout=30)
+        assert loaded.dirty is False
+        assert unloaded.light is not None
         with open(tmp_path / "b" / "metrics.jsonl", "a") as f:
             f.write('{"step": 1, "kl_mean": 0.1}\n')  # a real write still counts
         assert wait_for(lambda: unloaded.light is None)
