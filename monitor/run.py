@@ -185,6 +185,17 @@ class Run:
         return self.location.format
 
     @property
+    def live_note(self) -> str | None:
+        """How live this run's format can be read, when not as it is written (W&B: blocks)."""
+        note = self.source.live_note
+        if self.mirror is not None:
+            bucket = f"Read from {self.mirror.url} every {self.mirror.poll_s:.0f} s"
+            if self.mirror.snapshots:
+                bucket += " (databases as downloaded snapshots)"
+            note = f"{note} {bucket}." if note else f"{bucket}."
+        return note
+
+    @property
     def format_label(self) -> str:
         return FORMAT_LABELS.get(self.location.format, self.location.format)
 

@@ -147,6 +147,7 @@ class RunView:
     path: Path
     format: str  # klwatch, tensorboard, verl, … (monitor.sources)
     format_label: str  # the same for people
+    live_note: str | None  # how live its format can be read (W&B blocks, a bucket's poll)
     meaning: KLMeaning  # what the KL numbers mean (monitor.presets)
     data: SeriesData
     alerts: tuple[Alert, ...]  # every episode so far, run_stalled up to date

@@ -386,6 +386,7 @@ class RunStore:
             path=run.path,
             format=run.format,
             format_label=run.format_label,
+            live_note=run.live_note,
             meaning=run.meaning,
             data=run.series_data(),
             alerts=tuple(alerts),

@@ -625,6 +625,8 @@ def source_lines(view: RunView) -> list[str]:
         estimator = f", estimator {meaning.estimator}" if meaning.estimator else ""
         lines.append(f"KL = {meaning.mapping['kl_mean']}: {meaning.unit_label}{estimator}.")
     lines.extend(meaning.notes)
+    if view.live_note:
+        lines.append(view.live_note)
     band_off = view.thresholds.band_off if view.thresholds is not None else None
     if band_off:
         lines.append(band_off[0].upper() + band_off[1:] + ".")

@@ -39,6 +39,8 @@ _FORMATS: dict[str, tuple[str, str]] = {
     "verl": ("monitor.sources.verl", "VerlSource"),
     "trackio": ("monitor.sources.trackio", "TrackioSource"),
     "trainer_state": ("monitor.sources.trainer_state", "TrainerStateSource"),
+    "wandb": ("monitor.sources.wandb", "WandbSource"),
+    "mlflow": ("monitor.sources.mlflow", "MlflowSource"),
 }
 FORMAT_LABELS = {
     "klwatch": "klwatch",
@@ -46,6 +48,8 @@ FORMAT_LABELS = {
     "verl": "verl",
     "trackio": "trackio",
     "trainer_state": "trainer_state.json",
+    "wandb": "W&B",
+    "mlflow": "MLflow",
 }
 
 DEFAULT_MAX_DEPTH = 6

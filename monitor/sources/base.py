@@ -55,6 +55,8 @@ class Source(ABC):
 
     format: ClassVar[str]  # machine name: klwatch | tensorboard | verl | trackio | trainer_state
     label: ClassVar[str]  # for people: "klwatch", "TensorBoard", …
+    # what the page says about how live this format can be read (None: as it is written)
+    live_note: ClassVar[str | None] = None
 
     def __init__(self, location: RunLocation) -> None:
         self.location = location
