@@ -25,8 +25,8 @@ import pandas as pd
 
 from monitor.parse import Problem
 from monitor.presets import KLWATCH_SERIES, KLMeaning, Preset, meaning_for, preset_from_spec
-from monitor.runlog import INFO_FILE, SAMPLES_FILE
-from monitor.sources import FORMAT_LABELS, RunLocation, locate_path, open_source
+from monitor.runlog import INFO_FILE
+from monitor.sources import RunLocation, default_location, label, locate_path, open_source
 from monitor.sources.base import median_interval
 from monitor.sources.bucket import BucketMirror, is_url, mirror_for, mirror_of
 from monitor.sources.klwatch import newest_records
@@ -197,7 +197,7 @@ class Run:
 
     @property
     def format_label(self) -> str:
-        return FORMAT_LABELS.get(self.location.format, self.location.format)
+        return label(self.location.format)
 
     @property
     def data_label(self) -> str:
@@ -212,8 +212,8 @@ class Run:
     @property
     def problems(self) -> list[Problem]:
         extra = []
-        if self.info_problem and self.location.format == "klwatch":
-            extra.append(Problem(INFO_FILE, None, self.info_problem))
+        if self.info_problem and self.source.info_file:
+            extra.append(Problem(self.source.info_file, None, self.info_problem))
         if self.preset_problem:
             extra.append(Problem(INFO_FILE, None, self.preset_problem))
         return extra + list(self._problems)
@@ -294,7 +294,7 @@ class Run:
     @property
     def samples_file(self) -> Path | None:
         """klwatch's samples.jsonl (other formats keep no samples klwatch reads)."""
-        return self.path / SAMPLES_FILE if self.location.format == "klwatch" else None
+        return self.source.samples_file
 
     def samples(self, limit: int = 20) -> list[Sample]:
         """The last `limit` records of samples.jsonl (bad lines skipped), oldest first."""
@@ -361,7 +361,7 @@ def _one_location(path: str | os.PathLike[str]) -> RunLocation:
         # e.g. a trackio DB with several runs: the caller must pick one RunLocation
         names = ", ".join(str(f) for f in found[:5])
         raise ValueError(f"{path} holds {len(found)} runs ({names}): open one RunLocation")
-    return RunLocation("klwatch", Path(path))
+    return default_location(Path(path))
 
 
 def _describe_os_error(error: OSError, path: Path) -> str:

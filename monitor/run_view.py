@@ -191,6 +191,7 @@ class RunSummary:
     worst_severity: str | None
     problem: str | None = None
     source: str = "klwatch"  # the format's label for people: klwatch, TensorBoard, …
+    badge: str = "gray"  # its badge colour (monitor.sources.FORMATS)
     past_count: int | None = None  # alerts that fired and cleared
     declared_status: object = None  # what the run's metadata says (light summaries)
     tally: AlertTally | None = None  # by severity; None until the run has been checked once

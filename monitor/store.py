@@ -35,11 +35,14 @@ from monitor.run import Run, run_status, stall_threshold
 from monitor.run_view import AlertTally, DataVersion, RunPulse, RunSummary, RunView
 from monitor.sources import (
     DEFAULT_MAX_DEPTH,
-    FORMAT_LABELS,
     RunLocation,
     Source,
+    badge,
     find_runs,
+    is_run_file,
+    label,
     open_source,
+    watch_keys,
 )
 from monitor.sources.bucket import BucketMirror, is_url, mirror_for, mirror_of
 
@@ -93,25 +96,6 @@ class RunEntry:
         return self.monitored.status(now) if self.monitored is not None else None
 
 
-def _is_run_file(name: str) -> bool:
-    """A file whose appearance may mean a new run (any format)."""
-    return (
-        name in ("metrics.jsonl", "trainer_state.json")
-        or name.startswith("events.out.tfevents.")
-        or name.endswith((".jsonl", ".db"))
-    )
-
-
-def _watch_keys(path: Path) -> tuple[Path, ...]:
-    """The run watch paths a changed file may belong to: its directory (klwatch, TensorBoard,
-    trainer_state.json; a checkpoint's parent), itself (verl JSONL, trackio DB), and a trackio
-    DB for its write-ahead log."""
-    keys = [path.parent, path, path.parent.parent]
-    if path.name.endswith(("-wal", "-journal")):
-        keys.append(path.with_name(path.name.rsplit("-", 1)[0]))
-    return tuple(keys)
-
-
 class _DirtyMarker(FileSystemEventHandler):
     def __init__(self, store: RunStore) -> None:
         self.store = store
@@ -126,9 +110,9 @@ class _DirtyMarker(FileSystemEventHandler):
             if path.name.endswith("-shm"):
                 continue  # SQLite readers (us) touch the shared-memory index too
             if not event.is_directory:
-                self.store.mark_dirty(*_watch_keys(path))
+                self.store.mark_dirty(*watch_keys(path))
             structural = event.event_type in ("created", "moved", "deleted")
-            if structural and (event.is_directory or _is_run_file(path.name)):
+            if structural and (event.is_directory or is_run_file(path.name)):
                 self.store.request_rescan()
 
 
@@ -534,6 +518,7 @@ class RunStore:
             problem=run.read_error
             or (run.problems[0].reason if run.problems and run.info_problem else None),
             source=source_label(entry.location),
+            badge=badge(entry.location.format),
             past_count=entry.past_count,
             tally=entry.tally,
             skipped=run.skipped,
@@ -644,9 +629,9 @@ def _run_id(label: str, root: Path, location: RunLocation) -> str:
 def source_label(location: RunLocation) -> str:
     """The run list's source badge: the format, and the bucket's scheme for a mirrored run
     ("TensorBoard · s3")."""
-    label = FORMAT_LABELS.get(location.format, location.format)
+    text = label(location.format)
     mirror = mirror_of(location.path)
-    return f"{label} · {mirror.url.split('://', 1)[0]}" if mirror is not None else label
+    return f"{text} · {mirror.url.split('://', 1)[0]}" if mirror is not None else text
 
 
 def root_problem(root: Path) -> str | None:
@@ -716,7 +701,7 @@ def _light_summary(entry: RunEntry, now: float | None, stall: StallConfig) -> Ru
         last_write = source.last_write_time()
         last_step = source.peek_last_step()
         interval = source.peek_step_interval()
-        problem = source.info_problem if entry.location.format == "klwatch" else None
+        problem = source.info_problem if source.info_file else None
     except OSError as e:
         last_write, last_step, interval = None, None, None
         problem = f"{e.filename or entry.path}: {e.strerror}"
@@ -732,6 +717,7 @@ def _light_summary(entry: RunEntry, now: float | None, stall: StallConfig) -> Ru
         worst_severity=entry.worst_severity,
         problem=problem,
         source=source_label(entry.location),
+        badge=badge(entry.location.format),
         past_count=entry.past_count,
         declared_status=source.info.get("status"),
         tally=entry.tally,

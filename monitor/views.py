@@ -589,25 +589,13 @@ def run_caption(summary: RunSummary, now: float | None = None) -> str:
     and an alert marker."""
     dot = f":{STATUS_COLORS.get(summary.status, 'gray')}[●]"
     text = escape_markdown(run_details(summary, now))
-    badge = SOURCE_BADGES.get(summary.source.split(" · ")[0], "gray")  # "TensorBoard · s3"
-    text = f":{badge}-badge[{escape_markdown(summary.source)}] {text}"
+    text = f":{summary.badge}-badge[{escape_markdown(summary.source)}] {text}"
     if summary.alert_count:
         color = SEVERITY_COLORS.get(summary.worst_severity or "info", "blue")
         text += f" :{color}[▲]"
     elif unreadable(summary):
         text += f" :{SEVERITY_COLORS['warning']}[▲]"  # blind is never green
     return f"{dot} {text}"
-
-
-SOURCE_BADGES = {
-    "klwatch": "gray",
-    "TensorBoard": "orange",
-    "verl": "blue",
-    "trackio": "violet",
-    "trainer_state.json": "green",
-    "W&B": "yellow",
-    "MLflow": "blue",
-}
 
 
 def source_lines(view: RunView) -> list[str]:

@@ -174,6 +174,7 @@ def test_run_details_and_caption() -> None:
         worst_severity: str | None = "critical"
         problem: str | None = None
         source: str = "TensorBoard"
+        badge: str = "orange"
         past_count: int | None = 3
         tally: AlertTally | None = field(
             default_factory=lambda: AlertTally(critical=1, warning=1, cleared=3)

@@ -182,3 +182,18 @@ def test_every_rule_id_has_one_detector_a_config_section_and_docs() -> None:
     docs = (REPO / "docs" / "alerts.md").read_text()
     undocumented = [r for r in RULE_IDS if f"| `{r}` |" not in docs]
     assert not undocumented, f"rules missing from docs/alerts.md's table: {undocumented}"
+
+
+def test_formats_are_known_only_in_sources() -> None:
+    """Outside monitor/sources/ nothing asks which format a run is (`x.format == "..."`):
+    what differs by format is a field of sources.FORMATS or a property of its reader."""
+    bad = []
+    for path in [*monitor_files(), REPO / "app.py"]:
+        if "sources" in path.relative_to(REPO).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                if any(isinstance(s, ast.Attribute) and s.attr == "format" for s in sides):
+                    bad.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not bad, bad

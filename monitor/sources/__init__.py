@@ -12,65 +12,134 @@ a user typed (a run directory, a file, or a root of runs).
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 from monitor.sources.base import RunLocation, Source, SourceRead
 
 __all__ = [
+    "FORMATS",
     "FORMAT_LABELS",
+    "Format",
     "RunLocation",
     "Source",
     "SourceRead",
+    "badge",
+    "default_location",
     "find_runs",
+    "is_run_file",
+    "label",
     "locate_path",
     "open_source",
+    "watch_keys",
 ]
 
-# format → (module, Source class). Imported on first use; discovery asks every format about
-# every directory, so each module is imported by the first scan (the TensorBoard one, with
+
+@dataclass(frozen=True)
+class Format:
+    """One on-disk format: everything klwatch knows about it outside its own module."""
+
+    module: str  # the module holding locate(), locate_file() and the reader
+    reader: str  # its Source subclass
+    label: str  # for people: "TensorBoard", "W&B", …
+    badge: str  # the run list's badge colour (Streamlit: gray, orange, blue, …)
+    run_files: tuple[str, ...]  # names (fnmatch) whose appearance may mean a new run
+    data_file: str | None = None  # the file of a run directory that is read (root rule)
+
+
+# The one table of formats. Modules are imported on first use; discovery asks every format
+# about every directory, so each is imported by the first scan (the TensorBoard one, with
 # protobuf and crc32c, costs ~65 ms once).
-_FORMATS: dict[str, tuple[str, str]] = {
-    "klwatch": ("monitor.sources.klwatch", "KLWatchSource"),
-    "tensorboard": ("monitor.sources.tensorboard", "TensorBoardSource"),
-    "verl": ("monitor.sources.verl", "VerlSource"),
-    "trackio": ("monitor.sources.trackio", "TrackioSource"),
-    "trainer_state": ("monitor.sources.trainer_state", "TrainerStateSource"),
-    "wandb": ("monitor.sources.wandb", "WandbSource"),
-    "mlflow": ("monitor.sources.mlflow", "MlflowSource"),
+FORMATS: dict[str, Format] = {
+    "klwatch": Format(
+        "monitor.sources.klwatch",
+        "KLWatchSource",
+        "klwatch",
+        "gray",
+        ("metrics.jsonl",),
+        data_file="metrics.jsonl",
+    ),
+    "tensorboard": Format(
+        "monitor.sources.tensorboard",
+        "TensorBoardSource",
+        "TensorBoard",
+        "orange",
+        ("events.out.tfevents.*",),
+    ),
+    "verl": Format("monitor.sources.verl", "VerlSource", "verl", "blue", ("*.jsonl",)),
+    "trackio": Format("monitor.sources.trackio", "TrackioSource", "trackio", "violet", ("*.db",)),
+    "trainer_state": Format(
+        "monitor.sources.trainer_state",
+        "TrainerStateSource",
+        "trainer_state.json",
+        "green",
+        ("trainer_state.json",),
+    ),
+    "wandb": Format("monitor.sources.wandb", "WandbSource", "W&B", "yellow", ("*.wandb",)),
+    "mlflow": Format(
+        "monitor.sources.mlflow", "MlflowSource", "MLflow", "blue", ("*.db", "meta.yaml")
+    ),
 }
-FORMAT_LABELS = {
-    "klwatch": "klwatch",
-    "tensorboard": "TensorBoard",
-    "verl": "verl",
-    "trackio": "trackio",
-    "trainer_state": "trainer_state.json",
-    "wandb": "W&B",
-    "mlflow": "MLflow",
-}
+FORMAT_LABELS = {name: f.label for name, f in FORMATS.items()}  # (a view of the table)
+# A changed file marks the runs watching it or any folder above it, up to this many levels
+# (MLflow's nested metric keys: mlruns/<exp>/<run>/metrics/train/kl).
+WATCH_LEVELS = 6
+SQLITE_SIDE_FILES = ("-wal", "-journal")  # a database's changes land in these first
+
+
+def label(fmt: str) -> str:
+    return FORMATS[fmt].label if fmt in FORMATS else fmt
+
+
+def badge(fmt: str) -> str:
+    return FORMATS[fmt].badge if fmt in FORMATS else "gray"
+
+
+def is_run_file(name: str) -> bool:
+    """A file whose appearance may mean a new run, in any format."""
+    return any(fnmatch.fnmatchcase(name, p) for f in FORMATS.values() for p in f.run_files)
+
+
+def watch_keys(path: Path) -> tuple[Path, ...]:
+    """The watch paths (`RunLocation.watch_path`) a changed file may belong to: itself (a
+    verl JSONL, a database), the folders above it (a run directory, a checkpoint's parent,
+    MLflow's nested metric files), and a database for its write-ahead log or journal."""
+    keys = [path, *list(path.parents)[:WATCH_LEVELS]]
+    if path.name.endswith(SQLITE_SIDE_FILES):
+        keys.append(path.with_name(path.name.rsplit("-", 1)[0]))
+    return tuple(keys)
+
+
+def default_location(path: Path) -> RunLocation:
+    """How a bare directory is opened when no format claims it yet: as a klwatch run
+    directory, so a run that has not written its first record still opens."""
+    return RunLocation("klwatch", path)
+
 
 DEFAULT_MAX_DEPTH = 6
 SKIP_DIR_NAMES = frozenset({".git", ".venv", "__pycache__", "node_modules", ".hypothesis"})
 
 
 def _module(fmt: str) -> ModuleType:
-    return importlib.import_module(_FORMATS[fmt][0])
+    return importlib.import_module(FORMATS[fmt].module)
 
 
 def open_source(location: RunLocation) -> Source:
     """A reader for the run at `location` (nothing is read until `read()`)."""
-    module_name, class_name = _FORMATS[location.format]
-    cls = getattr(importlib.import_module(module_name), class_name)
+    fmt = FORMATS[location.format]
+    cls = getattr(importlib.import_module(fmt.module), fmt.reader)
     return cls(location)
 
 
 def locate_dir(directory: Path, entries: list[os.DirEntry[str]]) -> list[RunLocation]:
     """Every run held directly in `directory`, in format order."""
     found: list[RunLocation] = []
-    for fmt in _FORMATS:
+    for fmt in FORMATS:
         found.extend(_module(fmt).locate(directory, entries))
     return found
 
@@ -78,7 +147,7 @@ def locate_dir(directory: Path, entries: list[os.DirEntry[str]]) -> list[RunLoca
 def locate_file(path: Path) -> list[RunLocation]:
     """The runs a single file holds (a verl JSONL, a trackio DB), or []."""
     found: list[RunLocation] = []
-    for fmt in _FORMATS:
+    for fmt in FORMATS:
         locator = getattr(_module(fmt), "locate_file", None)
         if locator is not None:
             found.extend(locator(path))
@@ -144,8 +213,9 @@ def find_runs(
 
 
 def _inside(location: RunLocation, real_root: Path) -> bool:
-    if location.format == "klwatch":  # metrics.jsonl is what is read
-        return is_within(location.path / "metrics.jsonl", real_root)
+    data_file = FORMATS[location.format].data_file if location.format in FORMATS else None
+    if data_file is not None:  # the file that is read must stay inside too
+        return is_within(location.path / data_file, real_root)
     return is_within(location.path, real_root)
 
 

@@ -57,6 +57,14 @@ class Source(ABC):
     label: ClassVar[str]  # for people: "klwatch", "TensorBoard", …
     # what the page says about how live this format can be read (None: as it is written)
     live_note: ClassVar[str | None] = None
+    # the metadata file whose problems (`info_problem`) the run's Problems list names; None
+    # when the format's metadata rides inside its data (TensorBoard's args text, …)
+    info_file: ClassVar[str | None] = None
+
+    @property
+    def samples_file(self) -> Path | None:
+        """The run's generated samples (klwatch's samples.jsonl); None for formats without."""
+        return None
 
     def __init__(self, location: RunLocation) -> None:
         self.location = location

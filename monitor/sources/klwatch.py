@@ -47,6 +47,7 @@ def locate(directory: Path, entries: Sequence[os.DirEntry[str]]) -> list[RunLoca
 class KLWatchSource(Source):
     format = FORMAT
     label = "klwatch"
+    info_file = INFO_FILE
 
     def __init__(self, location: RunLocation) -> None:
         super().__init__(location)
@@ -123,6 +124,10 @@ class KLWatchSource(Source):
         # lets it leave): no link rule of its own here.
         newest = newest_records(self.metrics_path, 16384, within=None)
         return next((r["step"] for r in newest if _is_step(r)), None)
+
+    @property
+    def samples_file(self) -> Path | None:
+        return self.samples_path
 
     def peek_step_interval(self) -> float | None:
         newest = newest_records(self.metrics_path, 65536, within=None)
