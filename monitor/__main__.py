@@ -25,7 +25,7 @@ from monitor.presets import Preset, PresetError, preset_from_spec
 from monitor.rules import AlertConfig, RulesError, load_rules_file
 from monitor.run import Run
 from monitor.run_view import health_row
-from monitor.sources import RunLocation, locate_path
+from monitor.sources import RunLocation, locate_path, looked_for
 from monitor.sources.bucket import is_url, mirror_for
 from monitor.text import printable
 
@@ -67,10 +67,7 @@ class RunReport:
 # -- finding runs -----------------------------------------------------------------------------
 
 
-NO_RUNS_HINT = (
-    "none holds metrics.jsonl, TensorBoard events.out.tfevents.*, a verl JSONL, "
-    "a trackio <project>.db or trainer_state.json"
-)
+NO_RUNS_HINT = "looked for " + looked_for()
 
 
 @dataclass

@@ -26,7 +26,14 @@ import pandas as pd
 from monitor.parse import Problem
 from monitor.presets import KLWATCH_SERIES, KLMeaning, Preset, meaning_for, preset_from_spec
 from monitor.runlog import INFO_FILE
-from monitor.sources import RunLocation, default_location, label, locate_path, open_source
+from monitor.sources import (
+    RunLocation,
+    default_location,
+    label,
+    locate_path,
+    looked_for,
+    open_source,
+)
 from monitor.sources.base import median_interval
 from monitor.sources.bucket import BucketMirror, is_url, mirror_for, mirror_of
 from monitor.sources.klwatch import newest_records
@@ -386,10 +393,7 @@ def load_run(
         and not is_url(path)
         and not locate_path(path, recursive=False)
     ):
-        raise FileNotFoundError(
-            f"no run in {path} (looked for metrics.jsonl, TensorBoard events, a verl JSONL, "
-            "a trackio database, trainer_state.json)"
-        )
+        raise FileNotFoundError(f"no run in {path} (looked for {looked_for()})")
     run = open_run(path, preset=preset)
     run.refresh()
     return run

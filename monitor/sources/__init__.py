@@ -115,6 +115,11 @@ def watch_keys(path: Path) -> tuple[Path, ...]:
     return tuple(keys)
 
 
+def looked_for() -> str:
+    """What discovery looks for, for "no runs found" messages: every format and its files."""
+    return ", ".join(f"{f.label} ({' or '.join(f.run_files)})" for f in FORMATS.values())
+
+
 def default_location(path: Path) -> RunLocation:
     """How a bare directory is opened when no format claims it yet: as a klwatch run
     directory, so a run that has not written its first record still opens."""
