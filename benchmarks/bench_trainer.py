@@ -36,8 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from monitor.runlog import RunWriter
 from trainer.config import TrainConfig
 from trainer.kl import all_estimates
+from trainer.loop import make_trainer
 from trainer.ppo import gather_logprobs, generate, response_logits, response_logits_lm
-from trainer.train import Trainer, make_trainer
+from trainer.train import Trainer
 
 
 def timed(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]

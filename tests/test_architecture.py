@@ -197,3 +197,15 @@ def test_formats_are_known_only_in_sources() -> None:
                 if any(isinstance(s, ast.Attribute) and s.attr == "format" for s in sides):
                     bad.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert not bad, bad
+
+
+def test_the_trainer_has_no_import_circle() -> None:
+    """train.py (the PPO trainer) never imports hf.py (which subclasses it), lazily or not;
+    trainer/loop.py, above both, chooses between them."""
+    tree = ast.parse((REPO / "trainer" / "train.py").read_text())
+    imported = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module is not None
+    }
+    assert "trainer.hf" not in imported and "trainer.loop" not in imported

@@ -18,9 +18,10 @@ import torch
 from monitor.__main__ import main as monitor_main
 from trainer.__main__ import main
 from trainer.config import TrainConfig
+from trainer.loop import make_trainer
 from trainer.ppo import warp_logits
 from trainer.rewards import exclaim_text, sentiment_text
-from trainer.train import CHECKPOINT_FILE, make_trainer
+from trainer.train import CHECKPOINT_FILE
 
 # transformers and torch.distributed load in ~12 s: not for `make check`'s edit-test loop.
 pytestmark = pytest.mark.slow

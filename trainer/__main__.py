@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg, resume_state = resolve(args, parser)
     except ConfigError as e:
         parser.error(str(e))
-    from trainer.train import init_distributed, run
+    from trainer.loop import run
+    from trainer.train import init_distributed
 
     dist_info = init_distributed(cfg.device)
     # `make run` stops its background trainer with SIGTERM: treat it like Ctrl-C, so the run

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer import grammar
-from trainer.kl import ESTIMATORS, all_estimates, masked_seq_mean
+from trainer.kl import ESTIMATORS, all_estimates
 
 Autocast = Callable[[], AbstractContextManager[object]]
 
@@ -335,13 +335,3 @@ def micro_batch_loss(
             "approx_kl": token_mean(torch.expm1(log_ratio) - log_ratio),
         }
     return loss, {k: v.detach() for k, v in stats.items()}
-
-
-def rollout_kl_stats(rollout: Rollout, penalty_estimator: str) -> dict[str, torch.Tensor]:
-    """Per-sequence KL means and sums (all on device)."""
-    seq_mean = masked_seq_mean(rollout.kl[penalty_estimator], rollout.mask)
-    return {
-        "kl_seq_means": seq_mean,
-        "kl_seq_sums": rollout.kl[penalty_estimator].sum(-1),
-        **{f"kl_{k}": masked_seq_mean(v, rollout.mask).mean() for k, v in rollout.kl.items()},
-    }
