@@ -5,10 +5,10 @@ Importable without torch or streamlit (a dashboard server needs neither to read 
 
 from monitor.alerts import Alert, AlertEngine
 from monitor.monitored import MonitoredRun, check_run
-from monitor.parse import Problem
 from monitor.rules import AlertConfig, RulesError
 from monitor.run import Run, load_run, open_run
 from monitor.runlog import REQUIRED_KEYS, SCHEMA_VERSION, RunLogError, RunWriter
+from monitor.sources.parse import Problem
 
 __all__ = [
     "REQUIRED_KEYS",

@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from monitor.parse import Problem
 from monitor.presets import KLWATCH_SERIES, KLMeaning, Preset, meaning_for, preset_from_spec
 from monitor.runlog import INFO_FILE
 from monitor.sources import (
@@ -37,6 +36,7 @@ from monitor.sources import (
 from monitor.sources.base import median_interval
 from monitor.sources.bucket import BucketMirror, is_url, mirror_for, mirror_of
 from monitor.sources.klwatch import newest_records
+from monitor.sources.parse import Problem
 from monitor.table import SeriesData, SeriesTable
 
 MAX_PROBLEMS_KEPT = 200  # a garbage file must not grow memory without bound

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from monitor.alerts import Alert, Thresholds
-from monitor.parse import Problem
 from monitor.presets import HEALTH_SERIES, KLMeaning
 from monitor.run import Sample, read_samples
+from monitor.sources.parse import Problem
 from monitor.table import SeriesData
 
 LIVE_STATUSES = ("running", "stalled")  # a run that may still be written

@@ -14,7 +14,7 @@ from types import MappingProxyType
 import numpy as np
 import pandas as pd
 
-from monitor.parse import ParsedBlock
+from monitor.sources.parse import ParsedBlock
 
 _MIN_CAPACITY = 1024
 

@@ -18,7 +18,6 @@ from pathlib import Path
 import pandas as pd
 
 from monitor.alerts import SEVERITY_RANK, Alert
-from monitor.parse import Problem
 from monitor.presets import KLMeaning
 from monitor.run import Sample
 from monitor.run_view import (
@@ -31,6 +30,7 @@ from monitor.run_view import (
     RunView,
 )
 from monitor.sources.bucket import is_url
+from monitor.sources.parse import Problem
 
 # Colours via Streamlit's markdown (:green[…]) rather than emoji: a team screen or a
 # headless browser without an emoji font still shows them.

@@ -22,11 +22,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor import RunWriter, load_run
-from monitor.parse import MAX_JSON_DEPTH, decode_line, json_depth, parse_pieces
 from monitor.sources.klwatch import MAX_INFO_BYTES
+from monitor.sources.parse import MAX_JSON_DEPTH, decode_line, json_depth, parse_pieces
 from monitor.sources.rows import as_number, as_step, numbers
+from monitor.sources.tail import FileTail, RefusedFile, open_regular
 from monitor.store import RunStore
-from monitor.tail import FileTail, RefusedFile, open_regular
 from monitor.text import printable, utf8_text
 
 CHECK_TIMEOUT_S = 60  # generous for a loaded CI machine; a hang is still caught

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from monitor import load_run, open_run
-from monitor.tail import FileTail
+from monitor.sources.tail import FileTail
 
 
 def write(path: Path, data: bytes, mode: str = "ab") -> None:

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from monitor import load_run, open_run
-from monitor.tail import FileTail
+from monitor.sources.tail import FileTail
 
 values = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True, width=64),

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from monitor.parse import ParsedBlock
 from monitor.sources import find_runs, open_source
 from monitor.sources.base import RunLocation
+from monitor.sources.parse import ParsedBlock
 from monitor.sources.trainer_state import TrainerStateSource, locate
 
 # Importing transformers' TrainerState takes ~5 s (it pulls in torch and the Trainer's

@@ -229,7 +229,7 @@ def test_a_run_folder_that_becomes_unreadable_is_listed_with_its_error(
     import errno
     import os
 
-    from monitor.tail import FileTail
+    from monitor.sources.tail import FileTail
 
     for name in ("locked", "fine"):
         with RunWriter(tmp_path / name) as writer:

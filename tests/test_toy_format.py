@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from monitor import sources
-from monitor.parse import ParsedBlock
 from monitor.sources.base import RunLocation, Source, SourceRead
+from monitor.sources.parse import ParsedBlock
 from monitor.store import RunStore
 
 FORMAT = "toy"

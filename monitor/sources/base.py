@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from monitor.parse import ParsedBlock, Problem
+from monitor.sources.parse import ParsedBlock, Problem
 
 MAX_PROBLEMS_PER_READ = 200  # a garbage file must not grow memory without bound
 

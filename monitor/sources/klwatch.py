@@ -18,10 +18,10 @@ from pathlib import Path
 from types import EllipsisType
 from typing import Any
 
-from monitor.parse import Problem, decode_line, parse_pieces
 from monitor.runlog import INFO_FILE, METRICS_FILE, SAMPLES_FILE
 from monitor.sources.base import RunLocation, Source, SourceRead, _stat_stamp, median_interval
-from monitor.tail import (
+from monitor.sources.parse import Problem, decode_line, parse_pieces
+from monitor.sources.tail import (
     UTF8_BOM,
     FileTail,
     foreign_encoding,

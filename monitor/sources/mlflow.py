@@ -75,7 +75,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from monitor.parse import MAX_STEP, ParsedBlock, Problem
 from monitor.sources.base import (
     MAX_PROBLEMS_PER_READ,
     RunLocation,
@@ -83,7 +82,8 @@ from monitor.sources.base import (
     SourceRead,
     median_interval,
 )
-from monitor.tail import open_regular
+from monitor.sources.parse import MAX_STEP, ParsedBlock, Problem
+from monitor.sources.tail import open_regular
 from monitor.text import utf8_text
 
 FORMAT = "mlflow"

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from monitor.parse import MAX_STEP, ParsedBlock
+from monitor.sources.parse import MAX_STEP, ParsedBlock
 from monitor.text import utf8_text
 
 Row = dict[str, float]

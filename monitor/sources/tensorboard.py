@@ -80,9 +80,9 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 from tensorboard.compat.proto import event_pb2, summary_pb2, types_pb2
 
-from monitor.parse import ParsedBlock, Problem
 from monitor.sources.base import MAX_PROBLEMS_PER_READ, RunLocation, Source, SourceRead
-from monitor.tail import open_regular
+from monitor.sources.parse import ParsedBlock, Problem
+from monitor.sources.tail import open_regular
 
 FORMAT = "tensorboard"
 EVENTS_PREFIX = "events.out.tfevents."

@@ -46,11 +46,17 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from monitor.parse import ParsedBlock, Problem, nests_too_deep, numeric_column, read_json_table
 from monitor.sources.base import MAX_PROBLEMS_PER_READ, RunLocation, Source, SourceRead
 from monitor.sources.klwatch import _is_file
+from monitor.sources.parse import (
+    ParsedBlock,
+    Problem,
+    nests_too_deep,
+    numeric_column,
+    read_json_table,
+)
 from monitor.sources.rows import RowMerger, as_step, merge_equal_steps, numbers
-from monitor.tail import open_regular
+from monitor.sources.tail import open_regular
 
 FORMAT = "trackio"
 DB_SUFFIX = ".db"

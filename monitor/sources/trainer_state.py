@@ -23,11 +23,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monitor.parse import Problem, decode_line
 from monitor.sources.base import MAX_PROBLEMS_PER_READ, RunLocation, Source, SourceRead
 from monitor.sources.klwatch import _is_file
+from monitor.sources.parse import Problem, decode_line
 from monitor.sources.rows import RowMerger, as_step, numbers
-from monitor.tail import open_regular
+from monitor.sources.tail import open_regular
 
 FORMAT = "trainer_state"
 STATE_FILE = "trainer_state.json"

@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monitor.parse import Problem, decode_line, parse_pieces
 from monitor.runlog import METRICS_FILE, SAMPLES_FILE
 from monitor.sources.base import RunLocation, Source, SourceRead, _stat_stamp
 from monitor.sources.klwatch import _is_file, _is_step, newest_records
-from monitor.tail import UTF8_BOM, FileTail, foreign_encoding_problem, open_regular
+from monitor.sources.parse import Problem, decode_line, parse_pieces
+from monitor.sources.tail import UTF8_BOM, FileTail, foreign_encoding_problem, open_regular
 
 FORMAT = "verl"
 SUFFIX = ".jsonl"

@@ -86,10 +86,10 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from monitor.parse import MAX_STEP, ParsedBlock, Problem, decode_line
 from monitor.sources.base import MAX_PROBLEMS_PER_READ, RunLocation, Source, SourceRead
+from monitor.sources.parse import MAX_STEP, ParsedBlock, Problem, decode_line
 from monitor.sources.rows import as_number, merge_equal_steps
-from monitor.tail import open_regular
+from monitor.sources.tail import open_regular
 
 FORMAT = "wandb"
 DATA_PREFIX = "run-"

@@ -28,7 +28,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.json as pa_json
 
-from monitor.tail import LONG_LINE_MARKER
+from monitor.sources.tail import LONG_LINE_MARKER
 from monitor.text import utf8_text
 
 FAST_PIECE_BYTES = 4 << 20  # one bad line sends at most this much to the slow path
