@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from monitor.rules import AlertConfig
+from monitor.alerts.config import AlertConfig
 
 
 @dataclass(frozen=True)

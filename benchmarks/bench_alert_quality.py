@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._health_shapes import LEVELS, HealthShape, Noise, health_shapes
 from monitor.alerts import AlertEngine, resolve_thresholds
-from monitor.rules import AlertConfig
+from monitor.alerts.config import AlertConfig
 
 PER_TOKEN = {"name": "bench", "status": "finished", "kl": {"units": "per_token"}}
 PIECE = 50  # rows per live update after the onset (one block)

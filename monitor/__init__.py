@@ -4,8 +4,8 @@ Importable without torch or streamlit (a dashboard server needs neither to read 
 """
 
 from monitor.alerts import Alert, AlertEngine
+from monitor.alerts.config import AlertConfig, RulesError
 from monitor.monitored import MonitoredRun, check_run
-from monitor.rules import AlertConfig, RulesError
 from monitor.run import Run, load_run, open_run
 from monitor.runlog import REQUIRED_KEYS, SCHEMA_VERSION, RunLogError, RunWriter
 from monitor.sources.parse import Problem

@@ -21,9 +21,9 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from monitor.alerts import Alert, Thresholds
+from monitor.alerts.config import RULE_IDS
 from monitor.downsample import DEFAULT_BUDGET, downsample
 from monitor.presets import KLMeaning
-from monitor.rules import RULE_IDS
 from monitor.run_view import HEALTH_CHARTS, HealthChart
 from monitor.table import SeriesData
 

@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass, field
 
 from monitor.alerts import Alert, AlertEngine, Thresholds
+from monitor.alerts.config import AlertConfig
 from monitor.presets import Preset
-from monitor.rules import AlertConfig
 from monitor.run import Run
 from monitor.sources import RunLocation
 

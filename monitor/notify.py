@@ -37,8 +37,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from monitor.alerts import SEVERITY_RANK, Alert
+from monitor.alerts.config import RulesError, _merge, read_rules_document
 from monitor.monitored import MonitoredRun
-from monitor.rules import RulesError, _merge, read_rules_document
 from monitor.sources import RunLocation
 from monitor.store import _run_id
 from monitor.text import printable
@@ -80,7 +80,7 @@ class NotifySettings:
 
 def load_notify_table(path: str | Path, base: NotifySettings | None = None) -> NotifySettings:
     """The `[notify]` table of a TOML rules file over `base`; RulesError names a bad key and
-    the file, as the rest of the rules file does (monitor.rules hands this table over)."""
+    the file, as the rest of the rules file does (monitor.alerts.config hands this table over)."""
     table = read_rules_document(path).get("notify", {})
     if not isinstance(table, dict):
         raise RulesError(f"{path}: 'notify' must be a table of settings")

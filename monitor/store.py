@@ -28,9 +28,9 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from monitor.alerts import worst_severity
+from monitor.alerts.config import AlertConfig, StallConfig
 from monitor.monitored import MonitoredRun
 from monitor.presets import Preset
-from monitor.rules import AlertConfig, StallConfig
 from monitor.run import Run, run_status, stall_threshold
 from monitor.run_view import AlertTally, DataVersion, RunPulse, RunSummary, RunView
 from monitor.sources import (

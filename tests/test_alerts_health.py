@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from monitor import AlertEngine, load_run
+from monitor.alerts.config import AlertConfig
 from monitor.alerts.detector import BlockRule, Blocks, Verdict, sustained_episodes
 from monitor.alerts.evidence import Cusum, EvidenceEpisodes, bernoulli_llr
-from monitor.rules import AlertConfig
 from tests.test_alerts import (
     HEALTHY_INFO,
     alerts_for,

@@ -9,8 +9,8 @@ import pytest
 
 from monitor import AlertConfig, AlertEngine, RulesError, load_run
 from monitor.alerts import resolve_thresholds
+from monitor.alerts.config import load_rules_file
 from monitor.alerts.registry import BLOCK_RULES, ROW_RULES
-from monitor.rules import load_rules_file
 from tests.test_alerts import HEALTHY_INFO, alerts_for, noisy, rules, trace, write_run
 
 

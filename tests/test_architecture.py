@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from monitor.alerts.config import RULE_IDS, AlertConfig
 from monitor.alerts.registry import registered_rules
-from monitor.rules import RULE_IDS, AlertConfig
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "peft", "streamlit")
@@ -169,7 +169,7 @@ def test_pages_read_frozen_views_only(name: str) -> None:
 
 
 def test_every_rule_id_has_one_detector_a_config_section_and_docs() -> None:
-    """Adding a rule (docs/alerts.md) touches the registry, monitor/rules.py and the docs:
+    """Adding a rule (docs/alerts.md) touches the registry, monitor/alerts/config.py and the docs:
     a rule id missing from any of them, or a detector without a rule id, fails here."""
     registered = registered_rules()
     assert len(registered) == len(set(registered)), "a rule id is registered twice"

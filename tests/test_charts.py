@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 import pytest
 
 from monitor.alerts import Alert, Thresholds, resolve_thresholds
+from monitor.alerts.config import AlertConfig
 from monitor.charts import (
     ChartOptions,
     CompareSeries,
@@ -29,7 +30,6 @@ from monitor.charts import (
 )
 from monitor.downsample import DEFAULT_BUDGET
 from monitor.presets import KLMeaning
-from monitor.rules import AlertConfig
 from monitor.run_view import health_row
 from monitor.table import SeriesData
 

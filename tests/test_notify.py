@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from monitor.__main__ import Watcher, main
+from monitor.alerts.config import AlertConfig, RulesError, load_rules_file
 from monitor.notify import (
     Notifier,
     NotifySettings,
@@ -28,7 +29,6 @@ from monitor.notify import (
     load_notify_table,
     settings_for_watch,
 )
-from monitor.rules import AlertConfig, RulesError, load_rules_file
 from tests.test_alerts import noisy, trace, write_run
 
 REPO = Path(__file__).resolve().parent.parent

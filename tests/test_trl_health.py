@@ -282,7 +282,7 @@ def test_short_completions_are_flagged_as_truncated(truncated: Watched) -> None:
     assert alert.value == pytest.approx(clipped[raised_at - 1], rel=1e-6)
     # Truncated from the first step: the evidence starts within a few rows of it, and at a
     # mean share ≥ 0.7 truncated the rows add ≥ 0.34 each on average of the 12 needed (a
-    # Bernoulli log-likelihood ratio of 0.7 against 0.3, rules.py TruncationConfig).
+    # Bernoulli log-likelihood ratio of 0.7 against 0.3, monitor/alerts/config.py TruncationConfig).
     assert alert.step <= 5, alert
     assert raised_at - alert.step + 1 <= 36, (alert, raised_at)
     # the rewards vary: the truncation is not mistaken for a lost learning signal

@@ -13,7 +13,7 @@ import pytest
 
 from monitor import AlertEngine, MonitoredRun, load_run
 from monitor.__main__ import Watcher, main
-from monitor.rules import AlertConfig
+from monitor.alerts.config import AlertConfig
 from tests.test_alerts import metrics_lines, noisy, trace, write_run
 
 REPO = Path(__file__).resolve().parent.parent

@@ -4,7 +4,7 @@
 - registry.py: the detector of each rule id (judged on rows, blocks or the wall clock);
 - detector.py: what a detector sees (Rows, Blocks) and returns (Verdict, BlockRule);
 - model.py: Alert, severities, the log of episodes detectors open and close;
-- thresholds.py: one run's band, growth level and β bounds (the numbers: monitor/rules.py);
+- thresholds.py: one run's band, growth level and β bounds (the numbers: monitor/alerts/config.py);
 - one module per rule family: nonfinite, spikes, band (kl_high, kl_low, kl_negative),
   growth, controller (beta_saturated), reward (reward_hacking), leash (no_kl_penalty,
   kl_missing), stall (run_stalled).

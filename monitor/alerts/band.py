@@ -8,11 +8,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from monitor.alerts.config import AlertConfig, LevelConfig
 from monitor.alerts.detector import BlockRule, Blocks, Rows, Verdict, sustained_episodes
+from monitor.alerts.episodes import Event
 from monitor.alerts.evidence import EvidenceEpisodes, EvidenceRule, log_excess
 from monitor.alerts.thresholds import Thresholds
-from monitor.episodes import Event
-from monitor.rules import AlertConfig, LevelConfig
 
 
 def kl_high(config: AlertConfig, th: Thresholds) -> EvidenceRule | None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from monitor.alerts.config import AlertConfig
 from monitor.alerts.detector import BlockRule, Blocks, Verdict, sustained_episodes
+from monitor.alerts.episodes import Event
 from monitor.alerts.thresholds import Thresholds
-from monitor.episodes import Event
-from monitor.rules import AlertConfig
 
 
 def beta_saturated(config: AlertConfig, th: Thresholds) -> BlockRule | None:

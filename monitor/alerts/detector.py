@@ -21,10 +21,10 @@ from typing import Protocol
 
 import numpy as np
 
+from monitor.alerts.config import AlertConfig
+from monitor.alerts.episodes import Episodes, Event
 from monitor.alerts.model import AlertLog
-from monitor.episodes import Episodes, Event
 from monitor.presets import KLMeaning
-from monitor.rules import AlertConfig
 from monitor.run import Run
 
 LOG_FLOOR = 1e-8  # KL values at or below this count as this on the log scale

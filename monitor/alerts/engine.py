@@ -4,7 +4,7 @@
 vectorized); the verdicts do not depend on how rows were split into calls. Row detectors
 judge each batch of rows; block rules judge robust statistics of aligned blocks of
 `block_rows` rows, so they fire at most one block late. Which detectors run:
-monitor/alerts/registry.py; thresholds: monitor/rules.py; what each rule means and why:
+monitor/alerts/registry.py; thresholds: monitor/alerts/config.py; what each rule means and why:
 docs/alerts.md.
 """
 
@@ -14,13 +14,13 @@ import time
 
 import numpy as np
 
+from monitor.alerts.config import AlertConfig, RulesError, config_for_run
 from monitor.alerts.detector import BlockRule, Blocks, RowDetector, Rows, RunFacts, block_stats
+from monitor.alerts.episodes import ForwardFill
 from monitor.alerts.model import Alert, AlertLog, alert_order
 from monitor.alerts.registry import BLOCK_RULES, ROW_RULES, RUN_RULES
 from monitor.alerts.thresholds import Thresholds, per_token_divisor, resolve_thresholds
-from monitor.episodes import ForwardFill
 from monitor.presets import KLMeaning
-from monitor.rules import AlertConfig, RulesError, config_for_run
 from monitor.run import Run
 
 # The series every block rule reads (forward-filled over missing rows), by the name they have

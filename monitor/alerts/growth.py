@@ -18,11 +18,11 @@ import math
 
 import numpy as np
 
+from monitor.alerts.config import AlertConfig, GrowthConfig
 from monitor.alerts.detector import LOG_FLOOR, BlockRule, Blocks, Verdict
+from monitor.alerts.episodes import Episodes, Event, Tail, trailing_mean
 from monitor.alerts.thresholds import Thresholds
-from monitor.episodes import Episodes, Event, Tail, trailing_mean
-from monitor.rules import AlertConfig, GrowthConfig
-from monitor.trend import mann_kendall_z, trailing_extreme, trailing_noise, window_evidence
+from monitor.alerts.trend import mann_kendall_z, trailing_extreme, trailing_noise, window_evidence
 
 # A sustain Episodes never reaches: an episode starts only where `quick` holds (one window
 # fired at enough verdicts in a row), never on `on` (some window fired) alone.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from monitor.alerts.config import AlertConfig
 from monitor.alerts.detector import Rows
 from monitor.alerts.evidence import (
     EarlyLevel,
@@ -19,7 +20,6 @@ from monitor.alerts.evidence import (
     log_excess,
 )
 from monitor.alerts.thresholds import Thresholds
-from monitor.rules import AlertConfig
 
 ZERO_STD = "zero_std_frac"
 GRAD = "grad_norm"

@@ -9,11 +9,11 @@ import math
 
 import numpy as np
 
+from monitor.alerts.config import AlertConfig, RunFactConfig
 from monitor.alerts.detector import Rows
 from monitor.alerts.model import AlertLog
 from monitor.alerts.thresholds import Thresholds
 from monitor.presets import KLMeaning
-from monitor.rules import AlertConfig, RunFactConfig
 
 
 class Leash:

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from monitor.rules import RULE_IDS
+from monitor.alerts.config import RULE_IDS
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 

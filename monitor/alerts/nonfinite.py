@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from monitor.alerts.config import AlertConfig, NonfiniteConfig
 from monitor.alerts.detector import Rows
+from monitor.alerts.episodes import Episodes
 from monitor.alerts.model import AlertLog
 from monitor.alerts.thresholds import Thresholds
-from monitor.episodes import Episodes
 from monitor.presets import KLWATCH_SERIES
-from monitor.rules import AlertConfig, NonfiniteConfig
 
 
 class Nonfinite:

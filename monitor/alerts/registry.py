@@ -10,7 +10,7 @@ A rule is listed under how it judges a run:
 Row and block builders take the run's resolved config and thresholds and return the rule's
 detector for that run, or None when the rule is off for it. Adding a rule: docs/alerts.md,
 "Adding a rule". tests/test_architecture.py checks that these ids are exactly
-`monitor.rules.RULE_IDS`.
+`monitor.alerts.config.RULE_IDS`.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from monitor.alerts import (
     stall,
     unreadable,
 )
+from monitor.alerts.config import AlertConfig
 from monitor.alerts.detector import BlockRule, RowDetector, RunFacts
 from monitor.alerts.model import Alert
 from monitor.alerts.thresholds import Thresholds
-from monitor.rules import AlertConfig
 
 RowBuilder = Callable[[AlertConfig, Thresholds], RowDetector | None]
 BlockBuilder = Callable[[AlertConfig, Thresholds], BlockRule | None]

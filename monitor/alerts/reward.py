@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from monitor.alerts.config import AlertConfig
 from monitor.alerts.detector import BlockRule, Blocks, Verdict, sustained_episodes
+from monitor.alerts.episodes import Event, Tail, trailing_median
 from monitor.alerts.thresholds import Thresholds
-from monitor.episodes import Event, Tail, trailing_median
-from monitor.rules import AlertConfig
 
 
 def reward_hacking(config: AlertConfig, th: Thresholds) -> BlockRule | None:

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from monitor.alerts.config import AlertConfig, GradSpikeConfig, SpikeConfig
 from monitor.alerts.detector import LOG_FLOOR, Rows
+from monitor.alerts.episodes import BlockReference, Episodes, ForwardFill
 from monitor.alerts.model import AlertLog
 from monitor.alerts.thresholds import Thresholds
-from monitor.episodes import BlockReference, Episodes, ForwardFill
-from monitor.rules import AlertConfig, GradSpikeConfig, SpikeConfig
 
 MAD_TO_SIGMA = 1.4826  # MAD of a normal sample × this estimates its σ
 

@@ -1,6 +1,6 @@
 """What one run's KL is judged against: the band, the growth level, β's bounds, the units.
 
-The numbers come from monitor/rules.py (defaults, a rules file, run.json's `alerts`); this
+The numbers come from monitor/alerts/config.py (defaults, a rules file, run.json's `alerts`); this
 module turns them into one run's `Thresholds` from its metadata and what its KL means.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from monitor.alerts.config import AlertConfig, BandConfig
 from monitor.presets import KLMeaning
-from monitor.rules import AlertConfig, BandConfig
 
 
 @dataclass(frozen=True)
