@@ -5,8 +5,9 @@
     KLWATCH_ROOTS=/a:/b streamlit run app.py               # same, from the environment
     streamlit run app.py -- --root /nfs/runs --poll        # network disks: poll, no inotify
 
-Reading runs (monitor.store), alerts (monitor.alerts), figures (monitor.charts) and view
-logic (monitor.views) live in monitor/; this script only places them on the page.
+Reading runs (monitor.dashboard.store), alerts (monitor.alerts), figures
+(monitor.dashboard.charts) and view logic (monitor.dashboard.views) live in monitor/; this
+script only places them on the page.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from pathlib import Path
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from monitor import auth, charts, views
+from monitor.dashboard import auth, charts, views
+from monitor.dashboard.render_cache import RenderCache
+from monitor.dashboard.run_view import AlertTally, HealthRow, RunSummary, RunView
+from monitor.dashboard.store import RunStore
 from monitor.presets import preset_from_spec
-from monitor.render_cache import RenderCache
-from monitor.run_view import AlertTally, HealthRow, RunSummary, RunView
-from monitor.store import RunStore
 
 APP_DIR = Path(__file__).resolve().parent
 LIVE_INTERVAL_S = 0.5  # check twice a second: a new record on screen within ~1 s
@@ -65,7 +66,7 @@ def get_store(
 @st.cache_resource(show_spinner=False)
 def get_figure_cache() -> RenderCache[charts.Figures]:
     """One per server process: a run's figures are built once per version and view, for
-    every viewer (monitor/render_cache.py)."""
+    every viewer (monitor/dashboard/render_cache.py)."""
     return RenderCache()
 
 

@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import synthetic_lines, write_run  # noqa: E402
-from monitor.charts import ChartOptions, run_figures  # noqa: E402
-from monitor.run_view import RunView  # noqa: E402
-from monitor.store import RunStore  # noqa: E402
+from monitor.dashboard.charts import ChartOptions, run_figures  # noqa: E402
+from monitor.dashboard.run_view import RunView  # noqa: E402
+from monitor.dashboard.store import RunStore  # noqa: E402
 
 EXTRA = ["entropy"]
 

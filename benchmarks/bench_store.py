@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import synthetic_lines  # noqa: E402
-from monitor.store import RunStore  # noqa: E402
+from monitor.dashboard.store import RunStore  # noqa: E402
 
 
 def make_runs(root: Path, count: int, steps: int) -> None:
@@ -71,7 +71,7 @@ def memory(root: Path, runs: int, max_rows: int | None) -> tuple[int, float]:
     gc.collect()
     base = rss_mb()
     store = RunStore([root], watch=False, max_rows=max_rows or 10**12)
-    import monitor.store as store_module
+    import monitor.dashboard.store as store_module
 
     store_module.KEEP_WARM_S = 0.0  # a benchmark "viewer" moves on at once
     peak = 0.0

@@ -21,10 +21,10 @@ from typing import Any, NoReturn, TextIO
 
 from monitor.alerts import SEVERITY_RANK, Alert
 from monitor.alerts.config import AlertConfig, RulesError, load_rules_file
+from monitor.dashboard.run_view import health_row
 from monitor.monitored import MonitoredRun
 from monitor.presets import Preset, PresetError, preset_from_spec
 from monitor.run import Run
-from monitor.run_view import health_row
 from monitor.sources import RunLocation, locate_path, looked_for
 from monitor.sources.bucket import is_url, mirror_for
 from monitor.text import printable

@@ -81,8 +81,8 @@ def option_flags(options: dict[str, Any]) -> list[str]:
 
 
 def app_args(args: argparse.Namespace, env: Mapping[str, str]) -> list[str]:
-    """What app.py reads after `--` (monitor.views.parse_app_args). Roots are made absolute
-    here, against the directory klwatch was started in. No --root and no KLWATCH_ROOTS:
+    """What app.py reads after `--` (monitor.dashboard.views.parse_app_args). Roots are made
+    absolute here, against the directory klwatch was started in. No --root and no KLWATCH_ROOTS:
     ./runs, not the installed package's directory (app.py's own default)."""
     roots = args.root or ([] if env.get("KLWATCH_ROOTS", "").strip() else [DEFAULT_ROOT])
     out: list[str] = []

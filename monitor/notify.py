@@ -38,9 +38,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from monitor.alerts import SEVERITY_RANK, Alert
 from monitor.alerts.config import RulesError, _merge, read_rules_document
+from monitor.dashboard.store import _run_id
 from monitor.monitored import MonitoredRun
 from monitor.sources import RunLocation
-from monitor.store import _run_id
 from monitor.text import printable
 
 log = logging.getLogger("klwatch.notify")

@@ -295,12 +295,12 @@ def test_sidebar_counts_the_open_runs_alerts_on_first_load(root: Path, make_run:
 def test_a_failing_chart_gives_a_message_not_a_traceback(
     root: Path, make_run: Callable, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import monitor.charts
+    import monitor.dashboard.charts
 
     def broken(*args: object, **kwargs: object) -> None:
         raise ValueError("bad <b>figure</b>")
 
-    monkeypatch.setattr(monitor.charts, "run_figures", broken)
+    monkeypatch.setattr(monitor.dashboard.charts, "run_figures", broken)
     make_run(root, "alpha")
     at = AppTest.from_file(str(APP), default_timeout=30)
     at.query_params["run"] = "runs/alpha"
@@ -314,7 +314,7 @@ def test_a_failing_chart_gives_a_message_not_a_traceback(
 def test_a_thousand_runs_list_the_recent_ones_and_filter_finds_the_rest(root: Path) -> None:
     import os
 
-    from monitor.views import SIDEBAR_LIMIT
+    from monitor.dashboard.views import SIDEBAR_LIMIT
 
     line = '{"step":0,"time":1.0,"kl_mean":0.02,"kl_max":0.1,"beta":0.1,"reward_mean":0.1}\n'
     for i in range(SIDEBAR_LIMIT + 50):
@@ -356,16 +356,16 @@ def test_an_empty_or_stale_radio_value_never_loses_the_run(root: Path, make_run:
 def test_figures_are_built_once_for_every_viewer(
     root: Path, make_run: Callable, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import monitor.charts
+    import monitor.dashboard.charts
 
     built: list[int] = []
-    real = monitor.charts.run_figures
+    real = monitor.dashboard.charts.run_figures
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         built.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(monitor.charts, "run_figures", counting)
+    monkeypatch.setattr(monitor.dashboard.charts, "run_figures", counting)
     make_run(root, "shared", steps=500)
     first = open_app(run="runs/shared")
     assert len(built) == 1

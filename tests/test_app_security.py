@@ -9,7 +9,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from monitor.auth import LoginPolicy, login_policy, user_allowed
+from monitor.dashboard.auth import LoginPolicy, login_policy, user_allowed
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "app.py"

@@ -1,4 +1,4 @@
-"""monitor.views: the dashboard's logic without Streamlit (roots, URL, lookup, health)."""
+"""monitor.dashboard.views: the dashboard's logic without Streamlit (roots, URL, lookup, health)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor import views
-from monitor.run_view import AlertTally, RunSummary
+from monitor.dashboard import views
+from monitor.dashboard.run_view import AlertTally, RunSummary
 
 
 @dataclass
@@ -317,7 +317,7 @@ def test_root_warnings_name_given_roots_and_only_note_missing_defaults() -> None
 
 
 def test_live_state_says_not_running_for_finished_runs() -> None:
-    from monitor.views import live_state
+    from monitor.dashboard.views import live_state
 
     assert live_state(True, ["running"]).endswith("paused")
     assert live_state(False, ["running"]).endswith("live")
@@ -328,9 +328,9 @@ def test_live_state_says_not_running_for_finished_runs() -> None:
 
 def test_any_running_decides_the_live_interval(tmp_path: Path) -> None:
     from monitor import RunWriter
-    from monitor.run_view import RunPulse
-    from monitor.store import RunStore
-    from monitor.views import any_running
+    from monitor.dashboard.run_view import RunPulse
+    from monitor.dashboard.store import RunStore
+    from monitor.dashboard.views import any_running
 
     done = RunWriter(tmp_path / "done")
     done.log(0, kl_mean=0.02, kl_max=0.1, beta=0.1, reward_mean=0.1)
@@ -357,7 +357,7 @@ def test_any_running_decides_the_live_interval(tmp_path: Path) -> None:
 
 
 def test_health_row_says_which_health_series_a_run_logs_and_lacks() -> None:
-    from monitor.run_view import health_row
+    from monitor.dashboard.run_view import health_row
 
     names = ["kl_mean", "entropy", "grad_norm", "truncated_frac", "rollout_is_ratio_max", "lr"]
     row = health_row(names)

@@ -15,8 +15,8 @@ import pytest
 
 from monitor import load_run
 from monitor.__main__ import main
+from monitor.dashboard.store import RunStore
 from monitor.sources import bucket
-from monitor.store import RunStore
 from tests.test_alerts import metrics_lines, noisy, trace
 
 BUCKET = "rlhf-runs"

@@ -1,4 +1,5 @@
-"""monitor.charts: figures from series, pure (no Streamlit), downsampled, alerts marked."""
+"""monitor.dashboard.charts: figures from series, pure (no Streamlit), downsampled, alerts
+marked."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from monitor.alerts import Alert, Thresholds, resolve_thresholds
 from monitor.alerts.config import AlertConfig
-from monitor.charts import (
+from monitor.dashboard.charts import (
     ChartOptions,
     CompareSeries,
     beta_figure,
@@ -28,9 +29,9 @@ from monitor.charts import (
     run_figures,
     series_figure,
 )
-from monitor.downsample import DEFAULT_BUDGET
+from monitor.dashboard.downsample import DEFAULT_BUDGET
+from monitor.dashboard.run_view import health_row
 from monitor.presets import KLMeaning
-from monitor.run_view import health_row
 from monitor.table import SeriesData
 
 TARGETED = {"kl": {"target": 0.05, "units": "per_token"}}  # what _run's run.json says
@@ -284,7 +285,7 @@ def test_each_rule_has_its_own_lane_colour_and_legend_name() -> None:
     assert by_rule["kl_high"].name == "kl_high (warning)"
     assert all(s.showlegend for s in spans)
     # Every colour is the rule's own, the same on every chart and run.
-    from monitor.charts import RULE_COLORS
+    from monitor.dashboard.charts import RULE_COLORS
 
     assert by_rule["kl_high"].fillcolor == RULE_COLORS["kl_high"]
     assert len(set(RULE_COLORS.values())) == len(RULE_COLORS)  # no two rules share one
@@ -297,7 +298,7 @@ def test_each_rule_has_its_own_lane_colour_and_legend_name() -> None:
 
 
 def test_log_scale_counts_what_it_cannot_draw() -> None:
-    from monitor.charts import compare_log_note, log_hidden_note, run_log_notes
+    from monitor.dashboard.charts import compare_log_note, log_hidden_note, run_log_notes
 
     kl = np.full(100, 0.02)
     kl[:12] = -0.01  # k1 goes negative

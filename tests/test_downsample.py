@@ -1,11 +1,11 @@
-"""monitor.downsample: budget respected, every bucket's extremes kept, NaN-safe."""
+"""monitor.dashboard.downsample: budget respected, every bucket's extremes kept, NaN-safe."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from monitor.downsample import DEFAULT_BUDGET, downsample, downsample_indices
+from monitor.dashboard.downsample import DEFAULT_BUDGET, downsample, downsample_indices
 
 
 def _steps(n: int) -> np.ndarray:

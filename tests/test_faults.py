@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from monitor import RunWriter
+from monitor.dashboard.store import RunStore
 from monitor.sources.tail import FileTail
-from monitor.store import RunStore
 
 KL = {"kl_mean": 0.02, "kl_max": 0.1, "beta": 0.1, "reward_mean": 0.5}
 

@@ -22,11 +22,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor import RunWriter, load_run
+from monitor.dashboard.store import RunStore
 from monitor.sources.klwatch import MAX_INFO_BYTES
 from monitor.sources.parse import MAX_JSON_DEPTH, decode_line, json_depth, parse_pieces
 from monitor.sources.rows import as_number, as_step, numbers
 from monitor.sources.tail import FileTail, RefusedFile, open_regular
-from monitor.store import RunStore
 from monitor.text import printable, utf8_text
 
 CHECK_TIMEOUT_S = 60  # generous for a loaded CI machine; a hang is still caught
@@ -439,7 +439,7 @@ def test_one_root_of_every_hostile_file_costs_only_those_runs(tmp_path: Path) ->
     assert_healthy_reported(document)
     # The store in a subprocess: a crash or a hang there would take the page down.
     script = (
-        "import sys; from monitor.store import RunStore\n"
+        "import sys; from monitor.dashboard.store import RunStore\n"
         "s = RunStore([sys.argv[1]], watch=False)\n"
         "for rid in s.run_ids():\n"
         "    e = s.get(rid); run = e.run if e else None\n"

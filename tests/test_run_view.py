@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from monitor import RunWriter
-from monitor.store import RunStore
+from monitor.dashboard.store import RunStore
 
 KL = {"kl_mean": 0.02, "kl_max": 0.1, "beta": 0.1, "reward_mean": 0.5}
 

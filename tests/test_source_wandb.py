@@ -855,8 +855,8 @@ def test_module_does_not_import_wandb() -> None:
 
 def test_the_page_says_a_live_wandb_run_lags_by_a_block(reference: Reference) -> None:
     """What the page says about the source includes W&B's block-wise writing."""
-    from monitor import views
-    from monitor.store import RunStore
+    from monitor.dashboard import views
+    from monitor.dashboard.store import RunStore
 
     with RunStore([reference.run_dir.parent], watch=False) as store:
         (run_id,) = store.run_ids()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from monitor import RunWriter
-from monitor.store import RunStore
+from monitor.dashboard.store import RunStore
 
 KL = {"kl_mean": 0.02, "kl_max": 0.1, "beta": 0.1, "reward_mean": 0.5}
 
@@ -85,7 +85,7 @@ def test_cold_runs_are_evicted_over_the_row_budget(
         with RunWriter(tmp_path / name) as writer:
             for step in range(100):
                 writer.log(step, **KL)
-    monkeypatch.setattr("monitor.store.KEEP_WARM_S", 0.0)
+    monkeypatch.setattr("monitor.dashboard.store.KEEP_WARM_S", 0.0)
     store = RunStore([tmp_path], watch=False, max_rows=150)
     label = tmp_path.name
     for name in "abc":
@@ -274,19 +274,19 @@ def test_a_run_folder_that_becomes_unreadable_is_listed_with_its_error(
 def test_one_run_whose_summary_fails_is_listed_with_the_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import monitor.store
+    import monitor.dashboard.store
 
     for name in ("bad", "good"):
         with RunWriter(tmp_path / name) as writer:
             writer.log(0, **KL)
-    real = monitor.store._light_summary
+    real = monitor.dashboard.store._light_summary
 
-    def light(entry: monitor.store.RunEntry, now: float | None, stall: object) -> object:
+    def light(entry: monitor.dashboard.store.RunEntry, now: float | None, stall: object) -> object:
         if entry.path.name == "bad":
             raise ValueError("a hostile file")
         return real(entry, now, stall)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(monitor.store, "_light_summary", light)
+    monkeypatch.setattr(monitor.dashboard.store, "_light_summary", light)
     with RunStore([tmp_path], watch=False) as store:
         bad, good = store.summaries()
         assert bad.run_id.endswith("/bad") and bad.problem == "ValueError: a hostile file"
@@ -294,7 +294,7 @@ def test_one_run_whose_summary_fails_is_listed_with_the_error(
 
 
 def test_summaries_tally_alerts_by_severity_and_count_skipped_lines(tmp_path: Path) -> None:
-    from monitor.run_view import AlertTally
+    from monitor.dashboard.run_view import AlertTally
 
     nan = float("nan")
     with RunWriter(tmp_path / "diverged") as writer:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from monitor import RunWriter
-from monitor.store import RunStore
+from monitor.dashboard.store import RunStore
 from tests.test_source_trackio import start, trackio  # noqa: F401 (fixture)
 from tests.test_source_verl import VerlFileLogger
 from tests.test_store import KL, wait_for

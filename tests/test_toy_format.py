@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from monitor import sources
+from monitor.dashboard.store import RunStore
 from monitor.sources.base import RunLocation, Source, SourceRead
 from monitor.sources.parse import ParsedBlock
-from monitor.store import RunStore
 
 FORMAT = "toy"
 LIVE_LATENCY_S = 5.0  # generous: the page checks twice a second

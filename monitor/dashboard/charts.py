@@ -1,6 +1,6 @@
 """Pure functions: series (+ alerts) → plotly figures. No Streamlit here.
 
-Every trace goes through `monitor.downsample` first, so a figure never carries more than
+Every trace goes through `monitor.dashboard.downsample` first, so a figure never carries more than
 about `DEFAULT_BUDGET` points per trace however long the run — while each bucket's min and
 max survive, so a one-step spike in a million steps is still drawn.
 
@@ -22,9 +22,9 @@ import plotly.graph_objects as go
 
 from monitor.alerts import Alert, Thresholds
 from monitor.alerts.config import RULE_IDS
-from monitor.downsample import DEFAULT_BUDGET, downsample
+from monitor.dashboard.downsample import DEFAULT_BUDGET, downsample
+from monitor.dashboard.run_view import HEALTH_CHARTS, HealthChart
 from monitor.presets import KLMeaning
-from monitor.run_view import HEALTH_CHARTS, HealthChart
 from monitor.table import SeriesData
 
 KL_METRICS = ("kl_mean", "kl_max")  # alerts whose value can sit on the KL axis

@@ -18,9 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from monitor.alerts import SEVERITY_RANK, Alert
-from monitor.presets import KLMeaning
-from monitor.run import Sample
-from monitor.run_view import (
+from monitor.dashboard.run_view import (
     LIVE_STATUSES,
     AlertTally,
     DataVersion,
@@ -29,6 +27,8 @@ from monitor.run_view import (
     RunSummary,
     RunView,
 )
+from monitor.presets import KLMeaning
+from monitor.run import Sample
 from monitor.sources.bucket import is_url
 from monitor.sources.parse import Problem
 

@@ -29,10 +29,10 @@ from watchdog.observers.polling import PollingObserver
 
 from monitor.alerts import worst_severity
 from monitor.alerts.config import AlertConfig, StallConfig
+from monitor.dashboard.run_view import AlertTally, DataVersion, RunPulse, RunSummary, RunView
 from monitor.monitored import MonitoredRun
 from monitor.presets import Preset
 from monitor.run import Run, run_status, stall_threshold
-from monitor.run_view import AlertTally, DataVersion, RunPulse, RunSummary, RunView
 from monitor.sources import (
     DEFAULT_MAX_DEPTH,
     RunLocation,

@@ -169,7 +169,7 @@ class RunView:
 
     @property
     def health(self) -> HealthRow:
-        """The health series this run logs and lacks (monitor.run_view.health_row)."""
+        """The health series this run logs and lacks (monitor.dashboard.run_view.health_row)."""
         return health_row(self.data.names)
 
     def samples(self, limit: int) -> list[Sample]:
