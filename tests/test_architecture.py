@@ -209,3 +209,28 @@ def test_the_trainer_has_no_import_circle() -> None:
         if isinstance(node, ast.ImportFrom) and node.module is not None
     }
     assert "trainer.hf" not in imported and "trainer.loop" not in imported
+
+
+# monitor/ itself: what every consumer shares; everything else lives in its layer's package
+# (docs/architecture.md, "The data path").
+MONITOR_ROOT_MODULES = {
+    "__init__.py",
+    "__main__.py",
+    "cli.py",
+    "monitored.py",
+    "notify.py",
+    "presets.py",
+    "run.py",
+    "runlog.py",
+    "table.py",
+    "text.py",
+}
+MONITOR_PACKAGES = {"alerts", "dashboard", "integrations", "sources"}
+
+
+def test_monitor_root_holds_only_the_shared_modules_and_the_layer_packages() -> None:
+    root = REPO / "monitor"
+    modules = {p.name for p in root.glob("*.py")}
+    packages = {p.name for p in root.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert modules == MONITOR_ROOT_MODULES, f"a module joined or left monitor/: {modules}"
+    assert packages == MONITOR_PACKAGES, f"a package joined or left monitor/: {packages}"
