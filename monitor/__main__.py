@@ -1,4 +1,5 @@
-"""`python -m monitor check|watch PATH ...`: alerts for run directories, for CI, cron, a shell.
+"""`python -m monitor check|watch PATH ...` (= `klwatch check|watch`, one parser in
+monitor/cli.py): alerts for run directories, for CI, cron, a shell.
 
 check  one pass over every run found; exit 0 (nothing reaches --fail-on), 1 (something
        does) or 2 (usage error, unreadable input — a message on stderr, never a traceback).
@@ -17,7 +18,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, TextIO
 
 from monitor.alerts import SEVERITY_RANK, Alert
 from monitor.alerts.config import AlertConfig, RulesError, load_rules_file
@@ -324,34 +325,31 @@ def stop_on_signals() -> Iterator[threading.Event]:
 # -- entry point ------------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # argparse exits 2 too; keep its usage line
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", metavar="PATH", help="run, root of runs, or bucket URL")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--rules", metavar="FILE", help="TOML file overriding alert thresholds")
+    p.add_argument(
+        "--preset",
+        metavar="NAME|FILE",
+        help="how to read the trainer's metric names: a preset (trl_grpo, trl_rloo, "
+        "trl_ppo, openrlhf, verl, verl_kl_loss, klwatch) or a TOML mapping file "
+        "(default: detected per run from the names it logs)",
+    )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m monitor", description="klwatch: KL alerts for RLHF runs")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    check = sub.add_parser("check", help="check runs once; exit 1 if an alert reaches --fail-on")
-    watch = sub.add_parser("watch", help="tail runs and print new alerts as they appear")
-    for p in (check, watch):
-        p.add_argument("paths", nargs="+", metavar="PATH", help="run directory or root of runs")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-        p.add_argument("--rules", metavar="FILE", help="TOML file overriding alert thresholds")
-        p.add_argument(
-            "--preset",
-            metavar="NAME|FILE",
-            help="how to read the trainer's metric names: a preset (trl_grpo, trl_rloo, "
-            "trl_ppo, openrlhf, verl, verl_kl_loss, klwatch) or a TOML mapping file "
-            "(default: detected per run from the names it logs)",
-        )
+def add_check_arguments(check: argparse.ArgumentParser) -> None:
+    add_common_arguments(check)
     check.add_argument(
         "--fail-on",
         choices=("warning", "critical"),
         default="warning",
         help="lowest severity that makes the exit status 1 (default: warning)",
     )
+
+
+def add_watch_arguments(watch: argparse.ArgumentParser) -> None:
+    add_common_arguments(watch)
     watch.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
     watch.add_argument("--iterations", type=int, default=0, help="stop after N polls (0: never)")
     watch.add_argument(
@@ -373,14 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="where what was sent is remembered (default: "
         "$XDG_STATE_HOME/klwatch/notify-<hash of PATHs and URLs>.json)",
     )
-    return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as e:  # usage errors (2) and --help (0) as a return value, for callers
-        return e.code if isinstance(e.code, int) else EXIT_USAGE
+def run_command(args: argparse.Namespace) -> int:
+    """`check` or `watch`, parsed by the one command line (monitor.cli)."""
     try:
         config = load_rules_file(args.rules) if args.rules else AlertConfig()
         args.preset = preset_from_spec(args.preset, "--preset") if args.preset else None
@@ -390,6 +384,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (InputError, RulesError, PresetError) as e:
         print(f"klwatch: {printable(str(e))}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m monitor …` is `klwatch …`: one parser (monitor.cli)."""
+    from monitor.cli import main as klwatch_main
+
+    return klwatch_main(argv)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
-"""`klwatch`: the command an installed klwatch gives you (`pip install klwatch`).
+"""The one command line: `klwatch` (installed) and `python -m monitor` are this parser.
 
   klwatch serve [--root DIR ...] [--port N] [--address A] [--poll] [--preset P]
-  klwatch check PATH ...    exactly `python -m monitor check PATH ...`
-  klwatch watch PATH ...    exactly `python -m monitor watch PATH ...`
+  klwatch check PATH ...    one pass over the runs; exit 0 / 1 (an alert) / 2 (bad input)
+  klwatch watch PATH ...    tail the runs, print (or --notify) new alerts
   klwatch train ...         exactly `python -m trainer ...` (needs `klwatch[trainer]`: torch)
+
+The dashboard's own flags (--root, --poll, --follow-symlinks, --preset) are declared once,
+in `add_dashboard_arguments`, for `serve` and for app.py (monitor.dashboard.views).
 
 `serve` starts app.py with Streamlit's own CLI and the settings of the shipped
 .streamlit/config.toml passed as flags, so the dashboard behaves the same from any directory
@@ -27,11 +30,7 @@ DEFAULT_PORT = 8501
 DEFAULT_ADDRESS = "127.0.0.1"  # reachable from this machine only; --address 0.0.0.0 to share
 DEFAULT_ROOT = "runs"  # where `klwatch train` writes, relative to the current directory
 TRAINER_HINT = "pip install 'klwatch[trainer]'"
-PASS_THROUGH = {
-    "check": "check runs once; exit 1 if an alert reaches --fail-on (python -m monitor check)",
-    "watch": "tail runs and print (or --notify) new alerts as they appear",
-    "train": "train with the reference PPO trainer (python -m trainer; needs klwatch[trainer])",
-}
+TRAIN_HELP = "train with the reference PPO trainer (python -m trainer; needs klwatch[trainer])"
 
 
 class ServeError(Exception):
@@ -130,12 +129,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # -- check, watch, train -----------------------------------------------------------------------
 
 
-def cmd_monitor(argv: list[str]) -> int:
-    from monitor.__main__ import main as monitor_main
-
-    return monitor_main(argv)
-
-
 def cmd_train(argv: list[str]) -> int:
     try:
         import torch  # noqa: F401  (the trainer's one heavy dependency; not in the base install)
@@ -162,11 +155,44 @@ def _version() -> str:
         return "(not installed: a checkout)"
 
 
+def add_dashboard_arguments(parser: argparse.ArgumentParser, *, help_text: bool = True) -> None:
+    """The dashboard's flags, for `klwatch serve` and for app.py (which Streamlit starts with
+    them after `--`): declared here once."""
+
+    def say(text: str) -> str | None:
+        return text if help_text else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--root",
+        action="append",
+        default=[],
+        metavar="DIR|URL",
+        help=say(
+            "directory (or s3://, gs:// URL) holding runs; repeatable; default: "
+            "$KLWATCH_ROOTS, else ./runs"
+        ),
+    )
+    parser.add_argument(
+        "--poll", action="store_true", help=say("poll the disk (network filesystems)")
+    )
+    parser.add_argument(
+        "--follow-symlinks", action="store_true", help=say("follow symlinks that leave a root")
+    )
+    parser.add_argument(
+        "--preset",
+        metavar="NAME|FILE",
+        help=say("how to read the trainers' metric names (default: detected per run)"),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from monitor.__main__ import add_check_arguments, add_watch_arguments
+
     parser = argparse.ArgumentParser(
         prog="klwatch",
         description="klwatch: see the KL leash of your RLHF run, live.",
-        epilog="`klwatch COMMAND --help` shows a command's options.",
+        epilog="`klwatch COMMAND --help` shows a command's options. `python -m monitor` is "
+        "the same command.",
     )
     parser.add_argument("--version", action="version", version=f"klwatch {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -176,45 +202,35 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the klwatch dashboard. Bound to 127.0.0.1 unless --address says "
         "otherwise; see docs/deploy.md before serving it to a team.",
     )
-    serve.add_argument(
-        "--root",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="directory holding runs (repeatable; default: $KLWATCH_ROOTS, else ./runs)",
-    )
+    add_dashboard_arguments(serve)
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
     serve.add_argument(
         "--address",
         default=DEFAULT_ADDRESS,
         help="interface to listen on (default: %(default)s, this machine only)",
     )
-    serve.add_argument(
-        "--poll", action="store_true", help="poll the disk (network filesystems: no inotify)"
+    add_check_arguments(
+        sub.add_parser("check", help="check runs once; exit 1 if an alert reaches --fail-on")
     )
-    serve.add_argument(
-        "--follow-symlinks", action="store_true", help="follow symlinks that leave a root"
+    add_watch_arguments(
+        sub.add_parser("watch", help="tail runs and print (or --notify) new alerts as they appear")
     )
-    serve.add_argument(
-        "--preset",
-        metavar="NAME|FILE",
-        help="how to read the trainers' metric names (default: detected per run)",
-    )
-    for name, help_text in PASS_THROUGH.items():
-        sub.add_parser(name, help=help_text, add_help=False)  # their own parsers own options
+    sub.add_parser("train", help=TRAIN_HELP, add_help=False)  # its own parser owns its options
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("check", "watch"):
-        return cmd_monitor(argv)
     if argv and argv[0] == "train":
         return cmd_train(argv[1:])
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # usage errors (2) and --help (0) as a return value
         return e.code if isinstance(e.code, int) else EXIT_USAGE
+    if args.command in ("check", "watch"):
+        from monitor.__main__ import run_command
+
+        return run_command(args)
     try:
         return cmd_serve(args)
     except ServeError as e:

@@ -99,3 +99,36 @@ def test_train_without_torch_says_what_to_install(
     err = capsys.readouterr().err
     assert "pip install 'klwatch[trainer]'" in err
     assert "Traceback" not in err
+
+
+def test_python_m_monitor_and_klwatch_are_one_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    """Same subcommands, same options, same defaults: `python -m monitor` is `klwatch`."""
+    import monitor.__main__ as module_main
+    from monitor import cli
+
+    for argv in (["--help"], ["check", "--help"], ["watch", "--help"], ["serve", "--help"]):
+        assert cli.main(argv) == 0
+        via_klwatch = capsys.readouterr().out
+        assert module_main.main(argv) == 0
+        assert capsys.readouterr().out == via_klwatch, argv
+    choices = cli.build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert set(choices) == {"serve", "check", "watch", "train"}
+
+
+def test_the_dashboard_flags_are_declared_once() -> None:
+    """app.py parses exactly the flags `klwatch serve` declares (monitor.cli)."""
+    from monitor import cli
+    from monitor.dashboard import views
+
+    serve = cli.build_parser()._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
+    dashboard = {a.dest for a in serve._actions} - {"help", "port", "address"}
+    config = views.parse_app_args(
+        ["--root", "/a", "--poll", "--follow-symlinks", "--preset", "trl_grpo"], {}, ("/d",)
+    )
+    assert dashboard == {"root", "poll", "follow_symlinks", "preset"}
+    assert (config.roots, config.poll, config.follow_symlinks, config.preset) == (
+        ("/a",),
+        True,
+        True,
+        "trl_grpo",
+    )

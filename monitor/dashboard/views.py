@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from monitor.alerts import SEVERITY_RANK, Alert
+from monitor.cli import add_dashboard_arguments
 from monitor.dashboard.run_view import (
     LIVE_STATUSES,
     AlertTally,
@@ -82,10 +83,7 @@ def parse_app_args(
     own through.
     """
     parser = argparse.ArgumentParser(prog="app.py", add_help=False)
-    parser.add_argument("--root", action="append", default=[])
-    parser.add_argument("--poll", action="store_true")
-    parser.add_argument("--follow-symlinks", action="store_true")
-    parser.add_argument("--preset")
+    add_dashboard_arguments(parser, help_text=False)  # the flags `klwatch serve` passes on
     args, _ = parser.parse_known_args(list(argv))
     # os.pathsep-separated, but the colon of a bucket URL (s3://…) does not separate
     separator = r":(?!//)" if os.pathsep == ":" else re.escape(os.pathsep)
