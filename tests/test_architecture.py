@@ -234,3 +234,15 @@ def test_monitor_root_holds_only_the_shared_modules_and_the_layer_packages() -> 
     packages = {p.name for p in root.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     assert modules == MONITOR_ROOT_MODULES, f"a module joined or left monitor/: {modules}"
     assert packages == MONITOR_PACKAGES, f"a package joined or left monitor/: {packages}"
+
+
+MAX_MODULE_LINES = 750  # "no module over ~700 lines": one sitting's read
+
+
+def test_no_module_is_too_long_to_read_in_one_sitting() -> None:
+    long = [
+        f"{path.relative_to(REPO)}: {n} lines"
+        for path in [*monitor_files(), REPO / "app.py"]
+        if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    ]
+    assert not long, long

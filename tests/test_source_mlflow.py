@@ -27,8 +27,7 @@ import numpy as np
 import pytest
 
 from monitor.run import open_run
-from monitor.sources import find_runs, locate_path, open_source
-from monitor.sources import mlflow as mlflow_source
+from monitor.sources import find_runs, locate_path, mlflow_sqlite, open_source
 from monitor.sources.base import RunLocation, SourceRead
 from monitor.sources.mlflow import (
     MlflowDbSource,
@@ -429,7 +428,7 @@ def test_unchanged_database_is_not_opened(store: Store, monkeypatch: pytest.Monk
         raise AssertionError("connected to an unchanged database")
 
     with monkeypatch.context() as patch:
-        patch.setattr(mlflow_source, "_Database", no_connection)
+        patch.setattr(mlflow_sqlite, "_Database", no_connection)
         assert not source.read().blocks
     mlflow.log_metric("kl", 0.2, step=1)
     assert joined(source.read())[0] == [1]
@@ -545,7 +544,7 @@ def test_not_mlflow_databases_are_ignored(tmp_path: Path) -> None:
     assert locate_file(tmp_path / "other.db") == []
     # MLflow's table names, but `metrics` a view: a hostile schema is not read at all
     view = sqlite3.connect(tmp_path / "view.db")
-    for table, columns in mlflow_source._DB_TABLES.items():
+    for table, columns in mlflow_sqlite._DB_TABLES.items():
         if table != "metrics":
             extra = {"experiment_id"} if table == "runs" else set()
             view.execute(f"CREATE TABLE {table} ({', '.join(sorted(columns | extra))})")

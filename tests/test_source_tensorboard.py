@@ -21,8 +21,7 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tensorboard.summary.writer.record_writer import RecordWriter
 from tensorboard.util import tensor_util
 
-from monitor.sources import RunLocation, locate_path, open_source
-from monitor.sources import tensorboard as tensorboard_source
+from monitor.sources import RunLocation, locate_path, open_source, tensorboard_records
 from monitor.sources.tensorboard import TensorBoardSource, peek_file_last_step
 from monitor.table import SeriesTable
 
@@ -526,8 +525,8 @@ def test_records_across_read_blocks_and_a_bounded_resync(
     corrupt(path, offsets[1 + 4 * 7] + 3)  # step 7's train/kl: bad length CRC
     corrupt(path, offsets[1 + 4 * 12 + 3] + 20)  # step 12's train/beta: bad data CRC
     one_shot = Loaded(run, stale_seconds=0.0).read()
-    monkeypatch.setattr(tensorboard_source, "READ_BLOCK_BYTES", 64)  # records span blocks
-    monkeypatch.setattr(tensorboard_source, "RESYNC_SCAN_BYTES", 16)  # several reads
+    monkeypatch.setattr(tensorboard_records, "READ_BLOCK_BYTES", 64)  # records span blocks
+    monkeypatch.setattr(tensorboard_records, "RESYNC_SCAN_BYTES", 16)  # several reads
     small = Loaded(run, stale_seconds=0.0)
     reads = 0
     while small.table.n < 20 and reads < 10:

@@ -1,9 +1,14 @@
 """TensorBoard event files: torch's SummaryWriter (transformers, TRL), tensorboard's own writer.
 
 A run is a directory that directly holds `events.out.tfevents.*` files (transformers and TRL
-write `<output_dir>/runs/<date>_<host>/`). Each file is a TFRecord stream: uint64 length,
-uint32 masked CRC32C of the length, the serialized `tensorboard.Event`, uint32 masked CRC32C
-of the data. The protos are the ones the tensorboard package ships.
+write `<output_dir>/runs/<date>_<host>/`). Each file is a TFRecord stream of serialized
+`tensorboard.Event`s; the protos are the ones the tensorboard package ships. Three modules:
+
+* monitor.sources.tensorboard_records: the framing (CRC32C, records held back until complete,
+  resync after a bad length CRC);
+* monitor.sources.tensorboard_events: events → scalars (step, wall time, tag, value) and the
+  `args` text that becomes `info["config"]`;
+* this one: the files of a run, and rows assembled from the scalars.
 
 Reading rules (each has a test in tests/test_source_tensorboard.py):
 
@@ -12,22 +17,6 @@ Reading rules (each has a test in tests/test_source_tensorboard.py):
   their later growth, and a new file whose name sorts before one already read, are ignored
   and reported once. A file that shrank, was replaced (other inode) or deleted voids what
   was read: `SourceRead.reset` says why and everything is read again from the start.
-* Only new bytes are read: one byte offset per file. A record not fully written yet (its
-  header, data or CRC missing) is held back and read once complete.
-* A record whose data CRC is wrong is skipped and counted (`SourceRead.skipped`, one
-  `Problem` each, capped per read); the records after it are read. A wrong length CRC means
-  the length cannot be trusted, so the framing is lost: the reader searches forward for the
-  next position where a record with both CRCs right starts (a false match needs two 32-bit
-  CRCs to agree by chance), skips what lies between and reports it once. The search covers
-  at most RESYNC_SCAN_BYTES per read and goes on in the next read. Never fatal.
-* Scalars: `simple_value` (torch's default), or a numeric tensor holding one value (float,
-  double, half, bfloat16, ints: tensorboard's own writer and tf2 summaries, plugin
-  "scalars"). Histograms, images, audio and other non-scalar values are ignored. A tag's
-  column is its name as written ("train/kl"); monitor.presets maps names. A tag named
-  "time" or "step" becomes "time (tag)" / "step (tag)": those names are the row's own.
-* Text: the `args` text (transformers' TensorBoardCallback writes the TrainingArguments
-  JSON with `add_text("args", …)`, tag "args/text_summary") becomes `info["config"]`: that
-  is where TRL's β (`beta`, or `kl_coef` for PPO) is found.
 * Rows: one row per step with a column per tag, plus "time" (the latest wall time of the
   step's events). Events come one per scalar, so a step's row is assembled from the
   consecutive events of that step:
@@ -47,56 +36,72 @@ Reading rules (each has a test in tests/test_source_tensorboard.py):
     (a later step, or no growth for STALE_SECONDS): a rare resume that supersedes one row.
 
 Speed: a run of 300k steps × 4 tags (1.2M events) loads ~25× faster than tensorboard's
-EventAccumulator (benchmarks/bench_sources.py: 1.7 s vs 43 s on a 2-core VM). The only
-per-record Python loop is framing; slicing and CRCs run through `map` over C functions, and
-the events of a block are parsed by one protobuf call: their payloads are joined, each
-preceded by a sentinel, and parsed as an `EventColumns` message whose fields carry Event's
-field numbers but are repeated, so the parser appends each event's wall time, step, tag and
-value to flat columns. The sentinels mark where each event's entries begin. An event goes
-this fast way only if it is exactly {wall_time, step, summary{value{tag, simple_value}}}
-(its entries counted per column and its byte length re-computed from them); anything else
-(the file header, text, tensors, metadata, several values, odd encodings) is parsed on its
-own with `event_pb2.Event`.
+EventAccumulator (benchmarks/bench_sources.py: 1.7 s vs 43 s on a 2-core VM): framing is the
+only per-record Python loop, and the events of a block are parsed by one protobuf call (see
+the two modules above).
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
-import json
-import math
 import os
-import struct
 import time
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-import crc32c
 import numpy as np
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf.message import DecodeError, Message
-from tensorboard.compat.proto import event_pb2, summary_pb2, types_pb2
+from google.protobuf.message import DecodeError
+from tensorboard.compat.proto import event_pb2
 
-from monitor.sources.base import MAX_PROBLEMS_PER_READ, RunLocation, Source, SourceRead
-from monitor.sources.parse import ParsedBlock, Problem
+from monitor.sources.base import RunLocation, Source, SourceRead
+from monitor.sources.parse import ParsedBlock
 from monitor.sources.tail import open_regular
+from monitor.sources.tensorboard_events import (
+    ARGS_TAGS,
+    TIME_COLUMN,
+    EventDecoder,
+    Stream,
+    args_config,
+    is_scalar,
+    tensor_scalar,
+)
+from monitor.sources.tensorboard_records import (
+    READ_BLOCK_BYTES,
+    RESYNC_SCAN_BYTES,
+    FileState,
+    masked_crc,
+    note,
+    read_records,
+    tail_payloads,
+)
+
+__all__ = [  # names other modules (and tests) import from here
+    "ARGS_TAGS",
+    "EVENTS_PREFIX",
+    "FORMAT",
+    "IGNORED_GROWTH",
+    "IGNORED_OLDER_FILE",
+    "PEEK_WINDOW_BYTES",
+    "READ_BLOCK_BYTES",
+    "RESYNC_SCAN_BYTES",
+    "STALE_SECONDS",
+    "TIME_COLUMN",
+    "TensorBoardSource",
+    "locate",
+    "masked_crc",
+    "peek_file_last_step",
+    "split_rows",
+    "tensor_scalar",
+]
 
 FORMAT = "tensorboard"
 EVENTS_PREFIX = "events.out.tfevents."
 STALE_SECONDS = 1.0  # no growth for this long: the newest step is finished
-READ_BLOCK_BYTES = 8 << 20  # bytes read (and parsed in one protobuf call) at a time
-RESYNC_SCAN_BYTES = 1 << 20  # per read, after a bad length CRC (~1 µs a byte)
 PEEK_WINDOW_BYTES = 16384
-ARGS_TAGS = ("args/text_summary", "args")  # torch's add_text adds "/text_summary"
-TIME_COLUMN = "time"
-_RESERVED_NAMES = frozenset({TIME_COLUMN, "step"})
 IGNORED_OLDER_FILE = "appeared after a newer events file was read: ignored, as TensorBoard does"
 IGNORED_GROWTH = "written to after a newer events file started: ignored, as TensorBoard does"
-_HEADER = struct.Struct("<QI")  # length, masked CRC of the length
-_MASK_DELTA = 0xA282EAD8
 
 
 def locate(directory: Path, entries: Sequence[os.DirEntry[str]]) -> list[RunLocation]:
@@ -105,149 +110,7 @@ def locate(directory: Path, entries: Sequence[os.DirEntry[str]]) -> list[RunLoca
     return []
 
 
-def masked_crc(data: bytes) -> int:
-    """TFRecord's masked CRC32C."""
-    crc = crc32c.crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
-
-
-# -- the column view of Event ---------------------------------------------------------------
-
-
-def _columns_message() -> type[Message]:
-    """`EventColumns`: Event's wire format with repeated fields (see the module docstring).
-
-    Field numbers come from tensorboard's descriptors; each declared type has the wire type
-    of the real field (double → fixed64 bits, float → fixed32 bits, string → bytes).
-    """
-    event = event_pb2.Event.DESCRIPTOR.fields_by_name
-    value = summary_pb2.Summary.Value.DESCRIPTOR.fields_by_name
-    summary_value = summary_pb2.Summary.DESCRIPTOR.fields_by_name["value"]
-    kind = descriptor_pb2.FieldDescriptorProto
-    repeated, optional = kind.LABEL_REPEATED, kind.LABEL_OPTIONAL
-    proto = descriptor_pb2.FileDescriptorProto(
-        name="klwatch/tensorboard_columns.proto", package="klwatch_tb", syntax="proto3"
-    )
-    values = proto.message_type.add(name="ValueColumns")
-    values.field.add(name="tag", number=value["tag"].number, type=kind.TYPE_BYTES, label=repeated)
-    values.field.add(
-        name="simple_value",
-        number=value["simple_value"].number,
-        type=kind.TYPE_FIXED32,
-        label=repeated,
-    )
-    summary = proto.message_type.add(name="SummaryColumns")
-    summary.field.add(  # singular: every event's values merge into one ValueColumns
-        name="value",
-        number=summary_value.number,
-        type=kind.TYPE_MESSAGE,
-        label=optional,
-        type_name=".klwatch_tb.ValueColumns",
-    )
-    columns = proto.message_type.add(name="EventColumns")
-    columns.field.add(
-        name="wall_time",
-        number=event["wall_time"].number,
-        type=kind.TYPE_FIXED64,
-        label=repeated,
-    )
-    columns.field.add(
-        name="step", number=event["step"].number, type=kind.TYPE_INT64, label=repeated
-    )
-    columns.field.add(
-        name="summary",
-        number=event["summary"].number,
-        type=kind.TYPE_MESSAGE,
-        label=optional,
-        type_name=".klwatch_tb.SummaryColumns",
-    )
-    pool = descriptor_pool.DescriptorPool()  # private: nothing added to the default pool
-    pool.Add(proto)
-    descriptor = pool.FindMessageTypeByName("klwatch_tb.EventColumns")
-    if hasattr(message_factory, "GetMessageClass"):  # protobuf >= 4.21
-        return message_factory.GetMessageClass(descriptor)
-    return message_factory.MessageFactory(pool).GetPrototype(descriptor)  # older protobuf
-
-
-_EventColumns = _columns_message()
-# Values no writer produces: a collision only makes the count of sentinels wrong, and then
-# the whole block is parsed event by event.
-_SENTINEL_WALL = 0xFFFFFFFFFFFFFFFF  # a NaN bit pattern
-_SENTINEL_STEP = (1 << 63) - 1
-_SENTINEL_TAG = b"\xff"  # not UTF-8: no valid tag
-_SENTINEL_F32 = 0xFFFFFFFF  # a NaN bit pattern
-
-
-def _sentinel() -> bytes:
-    mark = _EventColumns()
-    mark.wall_time.append(_SENTINEL_WALL)
-    mark.step.append(_SENTINEL_STEP)
-    mark.summary.value.tag.append(_SENTINEL_TAG)
-    mark.summary.value.simple_value.append(_SENTINEL_F32)
-    return mark.SerializeToString()
-
-
-_SENTINEL = _sentinel()
-_VARINT_LIMITS = np.array([1 << (7 * k) for k in range(1, 10)], dtype=np.uint64)
-_FOUR = np.arange(4)
-
-_NUMERIC_TENSOR_FIELDS: dict[int, tuple[str, str]] = {
-    types_pb2.DT_FLOAT: ("float_val", "<f4"),
-    types_pb2.DT_DOUBLE: ("double_val", "<f8"),
-    types_pb2.DT_HALF: ("half_val", "<f2"),
-    types_pb2.DT_BFLOAT16: ("half_val", "<u2"),  # top half of a float32
-    types_pb2.DT_INT8: ("int_val", "<i1"),
-    types_pb2.DT_INT16: ("int_val", "<i2"),
-    types_pb2.DT_INT32: ("int_val", "<i4"),
-    types_pb2.DT_UINT8: ("int_val", "<u1"),
-    types_pb2.DT_UINT16: ("int_val", "<u2"),
-    types_pb2.DT_INT64: ("int64_val", "<i8"),
-    types_pb2.DT_UINT32: ("uint32_val", "<u4"),
-    types_pb2.DT_UINT64: ("uint64_val", "<u8"),
-}
-
-
-def _varint_len(values: np.ndarray) -> np.ndarray:
-    """Bytes of each value as a protobuf varint (negative int64: 10)."""
-    as_unsigned = values.view(np.uint64) if values.dtype == np.int64 else values
-    return np.searchsorted(_VARINT_LIMITS, as_unsigned, side="right") + 1
-
-
-def tensor_scalar(tensor: Any) -> float | None:
-    """The value of a numeric TensorProto holding exactly one element, else None."""
-    spec = _NUMERIC_TENSOR_FIELDS.get(tensor.dtype)
-    if spec is None or math.prod(d.size for d in tensor.tensor_shape.dim) != 1:
-        return None
-    name, dtype = spec
-    if tensor.tensor_content:
-        raw = np.frombuffer(tensor.tensor_content, dtype=dtype)
-        if raw.size != 1:
-            return None
-        number = raw[0]
-    else:
-        values = getattr(tensor, name)
-        if len(values) > 1:
-            return None
-        number = values[0] if values else 0  # TensorFlow's rule: no values means zeros
-        if tensor.dtype == types_pb2.DT_HALF:
-            number = np.uint16(number).view(np.float16)
-    if tensor.dtype == types_pb2.DT_BFLOAT16:
-        number = np.uint32(int(np.uint16(number)) << 16).view(np.float32)
-    return float(number)
-
-
-# -- per-file and per-read state ------------------------------------------------------------
-
-
-@dataclass
-class _FileState:
-    name: str
-    identity: tuple[int, int] | None = None  # (st_dev, st_ino)
-    size: int = 0  # as seen by the previous read
-    offset: int = 0  # first byte not consumed (a held-back record starts here)
-    finished: bool = False  # a newer file exists: later growth is ignored, as TensorBoard does
-    resyncing: bool = False  # lost the framing (bad length CRC): searching for a record
-    noted_ignored: bool = False
+# -- per-read state -------------------------------------------------------------------------
 
 
 @dataclass
@@ -260,22 +123,6 @@ class _OpenRow:
     walls: np.ndarray
     emitted: bool  # a version of it was emitted
     dirty: bool  # it holds scalars not emitted yet
-
-
-@dataclass
-class _Stream:
-    """Scalars of one read in file order, as chunks of arrays."""
-
-    steps: list[np.ndarray] = field(default_factory=list)
-    walls: list[np.ndarray] = field(default_factory=list)
-    tags: list[np.ndarray] = field(default_factory=list)
-    values: list[np.ndarray] = field(default_factory=list)
-
-    def add(self, steps: Any, walls: Any, tags: Any, values: Any) -> None:
-        self.steps.append(np.asarray(steps, dtype=np.int64))
-        self.walls.append(np.asarray(walls, dtype=np.float64))
-        self.tags.append(np.asarray(tags, dtype=np.int64))
-        self.values.append(np.asarray(values, dtype=np.float64))
 
 
 class _Restart(Exception):
@@ -293,17 +140,11 @@ class TensorBoardSource(Source):
         self._info_version = 1  # bumped whenever read() changes `info`
         self._info_seen = 0
         self._headers: dict[bytes, int] = {}  # valid 12-byte headers → record size
-        self._tag_ids: dict[str, int] = {}
-        self._tag_names: list[str] = []
-        # Tags as the column view sees them (bytes) → id; ids in first-seen order.
-        self._tag_bytes: defaultdict[bytes, int] = defaultdict(itertools.count().__next__)
-        self._tag_bytes_lut: list[int] = []  # bytes id → tag id (-1: the sentinel)
-        self._tag_bytes_len: list[int] = []
-        self._plugins: dict[str, str] = {}  # tag → plugin named in its metadata
+        self._decoder = EventDecoder(self._take_text)
         self._reset_state()
 
     def _reset_state(self) -> None:
-        self._files: dict[str, _FileState] = {}
+        self._files: dict[str, FileState] = {}
         self._open: _OpenRow | None = None
         self._prev_tags: frozenset[int] = frozenset()  # tags of the row before the open one
         self._last_step: int | None = None
@@ -369,17 +210,17 @@ class TensorBoardSource(Source):
         gone = [name for name in self._files if name not in names]
         if gone:
             raise _Restart(f"{gone[0]} was deleted")
-        stream = _Stream()
+        stream = Stream()
         newest = max(self._files) if self._files else None
         grew, mtime = False, 0.0
         for index, name in enumerate(names):
             state = self._files.get(name)
             if state is None:
-                state = self._files[name] = _FileState(name)
+                state = self._files[name] = FileState(name)
                 if newest is not None and name < newest:
                     # TensorBoard never reads a file that sorts before one it has read.
                     state.finished = state.noted_ignored = True
-                    _note(out, name, IGNORED_OLDER_FILE, skipped=False)
+                    note(out, name, IGNORED_OLDER_FILE, skipped=False)
             try:
                 grew_now, file_mtime = self._read_file(state, stream, out)
             except FileNotFoundError:
@@ -389,7 +230,7 @@ class TensorBoardSource(Source):
                 continue
             except OSError as e:
                 # What was read so far stays; the files after this one wait (order matters).
-                _note(out, name, f"cannot read: {e.strerror or e}", skipped=False)
+                note(out, name, f"cannot read: {e.strerror or e}", skipped=False)
                 break
             grew, mtime = grew or grew_now, max(mtime, file_mtime)
             if index < len(names) - 1 and not state.finished:
@@ -401,7 +242,7 @@ class TensorBoardSource(Source):
         if block is not None:
             out.blocks.append(block)
 
-    def _read_file(self, state: _FileState, stream: _Stream, out: SourceRead) -> tuple[bool, float]:
+    def _read_file(self, state: FileState, stream: Stream, out: SourceRead) -> tuple[bool, float]:
         """Read the new records of one file; returns (it grew, its mtime)."""
         path = self.path / state.name
         if state.finished:  # a stat is enough
@@ -409,18 +250,22 @@ class TensorBoardSource(Source):
             grew = self._observe(state, st)
             if grew and state.offset < st.st_size and not state.noted_ignored:
                 state.noted_ignored = True
-                _note(out, state.name, IGNORED_GROWTH, skipped=False)
+                note(out, state.name, IGNORED_GROWTH, skipped=False)
             return grew, st.st_mtime
         with open_regular(path, within=self.path) as f:  # no FIFO, no link out of the run
             st = os.fstat(f.fileno())
             grew = self._observe(state, st)
             if st.st_size - state.offset >= 16:
                 f.seek(state.offset)
-                self._read_records(f, st.st_size, state, stream, out)
+
+                def sink(payloads: list[bytes], lengths: np.ndarray) -> None:
+                    self._decoder.decode(payloads, lengths, state.name, stream, out)
+
+                read_records(f, st.st_size, state, self._headers, sink, out)
         return grew, st.st_mtime
 
     @staticmethod
-    def _observe(state: _FileState, st: os.stat_result) -> bool:
+    def _observe(state: FileState, st: os.stat_result) -> bool:
         """Note a file's stat; True if its size changed. Raises _Restart if it shrank or
         is another file under the same name."""
         identity = (st.st_dev, st.st_ino)
@@ -432,257 +277,24 @@ class TensorBoardSource(Source):
         state.identity, state.size = identity, st.st_size
         return grew
 
-    def _finish(self, state: _FileState, out: SourceRead) -> None:
+    def _finish(self, state: FileState, out: SourceRead) -> None:
         """A newer file exists: this one is complete; a record still held back never will be."""
         state.finished = True
         if state.offset < state.size and not state.resyncing:  # (a lost framing was reported)
             message = f"incomplete record at byte {state.offset}, and a newer file follows: dropped"
-            _note(out, state.name, message)
+            note(out, state.name, message)
         state.offset = state.size
 
-    def _read_records(
-        self, f: BinaryIO, size: int, state: _FileState, stream: _Stream, out: SourceRead
-    ) -> None:
-        base = state.offset  # file offset of buf[0]
-        buf = f.read(min(READ_BLOCK_BYTES, size - base))
-        pos = 0
-        scan_budget = RESYNC_SCAN_BYTES
-        while True:
-            if state.resyncing:
-                found = _resync(buf, pos, scan_budget)
-                if found is None:
-                    scanned = max(0, min(len(buf) - 11 - pos, scan_budget))
-                    pos, scan_budget = pos + scanned, scan_budget - scanned
-                    if scan_budget <= 0:
-                        break  # the next read goes on from here
-                else:
-                    scan_budget -= found[0] - pos
-                    pos, complete = found
-                    state.resyncing = not complete  # if not, check it again once complete
-            if not state.resyncing:
-                starts, pos, bad = _frame(buf, pos, len(buf), self._headers)
-                self._decode_records(buf, starts, pos, base, state.name, stream, out)
-                if bad:
-                    message = f"bad length CRC at byte {base + pos}: skipped to the next record"
-                    _note(out, state.name, message)
-                    state.resyncing = True
-                    pos += 1
-                    continue
-            # `pos` is at the first record not fully in buf: read more, as much as it needs,
-            # if the file holds it (a corrupt length must not make us allocate gigabytes).
-            need = _record_size(buf, pos) - (len(buf) - pos)
-            available = size - (base + len(buf))
-            if available <= 0 or need > available:
-                break
-            more = f.read(min(max(READ_BLOCK_BYTES, need), available))
-            if not more:
-                break
-            buf, base, pos = buf[pos:] + more, base + pos, 0
-        state.offset = base + pos
+    # -- events → info ----------------------------------------------------------------------
 
-    # -- records → scalars ------------------------------------------------------------------
-
-    def _decode_records(
-        self,
-        buf: bytes,
-        starts: list[int],
-        end: int,
-        base: int,
-        file_name: str,
-        stream: _Stream,
-        out: SourceRead,
-    ) -> None:
-        """Check the data CRCs of the records starting at `starts` (the last one ends at
-        `end`) and decode those that pass."""
-        count = len(starts)
-        if not count:
-            return
-        begin = np.asarray(starts, dtype=np.int64) + 12
-        stop = np.empty(count, dtype=np.int64)  # where each one's data CRC starts
-        stop[:-1] = begin[1:] - 16
-        stop[-1] = end - 4
-        payloads = list(map(buf.__getitem__, map(slice, begin.tolist(), stop.tolist())))
-        crcs = np.fromiter(map(crc32c.crc32c, payloads), dtype=np.uint64, count=count)
-        masked = (((crcs >> 15) | (crcs << 17)) + _MASK_DELTA) & 0xFFFFFFFF
-        raw = np.frombuffer(buf, dtype=np.uint8)
-        stored = raw[stop[:, None] + _FOUR].view("<u4").ravel()
-        bad = np.flatnonzero(masked != stored)
-        if bad.size:
-            for i in bad.tolist():
-                _note(out, file_name, f"bad CRC at byte {base + starts[i]}: record skipped")
-            keep = np.ones(count, dtype=bool)
-            keep[bad] = False
-            payloads = [p for p, k in zip(payloads, keep.tolist(), strict=True) if k]
-            begin, stop = begin[keep], stop[keep]
-        if payloads:
-            self._decode_payloads(payloads, stop - begin, file_name, stream, out)
-
-    def _decode_payloads(
-        self,
-        payloads: list[bytes],
-        lengths: np.ndarray,
-        file_name: str,
-        stream: _Stream,
-        out: SourceRead,
-    ) -> None:
-        count = len(payloads)
-        fast = self._decode_columns(payloads, lengths)
-        if fast is None:
-            slow_events = np.arange(count)
-            fast_parts: tuple[np.ndarray, ...] = ()
-        else:
-            ok, steps, walls, tags, values = fast
-            slow_events = np.flatnonzero(~ok)
-            fast_parts = (np.flatnonzero(ok), steps[ok], walls[ok], tags[ok], values[ok])
-        slow: tuple[list[int], list[int], list[float], list[int], list[float]] = (
-            [],
-            [],
-            [],
-            [],
-            [],
-        )
-        for i in slow_events.tolist():
-            self._decode_event(payloads[i], i, slow, file_name, out)
-        if not slow[0]:
-            if fast_parts:
-                stream.add(*fast_parts[1:])
-            return
-        if not fast_parts:
-            stream.add(*slow[1:])
-            return
-        # Both kinds in one block: put the scalars back in event order.
-        order = np.argsort(np.concatenate([fast_parts[0], slow[0]]), kind="stable")
-        stream.add(
-            *(
-                np.concatenate([part, np.asarray(extra)])[order]
-                for part, extra in zip(fast_parts[1:], slow[1:], strict=True)
-            )
-        )
-
-    def _decode_columns(
-        self, payloads: list[bytes], lengths: np.ndarray
-    ) -> tuple[np.ndarray, ...] | None:
-        """All events of a block by one parse (module docstring). Returns (ok, step, wall,
-        tag, value) per event, `ok` marking the events decoded here, or None if the block
-        must be decoded event by event."""
-        count = len(payloads)
+    def _take_text(self, tag: str, tensor: Any, file_name: str) -> None:
+        """The `args` text of an event (tensorboard_events.EventDecoder calls it)."""
         try:
-            columns = _EventColumns.FromString(_SENTINEL + _SENTINEL.join(payloads))
-        except DecodeError:
-            return None
-        walls_raw = np.array(columns.wall_time, dtype=np.uint64)
-        steps_raw = np.array(columns.step, dtype=np.int64)
-        value_columns = columns.summary.value
-        floats_raw = np.array(value_columns.simple_value, dtype=np.uint32)
-        tag_ids = self._tag_bytes
-        tags_raw = np.fromiter(
-            map(tag_ids.__getitem__, value_columns.tag),
-            dtype=np.int64,
-            count=len(value_columns.tag),
-        )
-        self._sync_tag_bytes()
-        segments = []
-        for raw, mark in (
-            (walls_raw, _SENTINEL_WALL),
-            (steps_raw, _SENTINEL_STEP),
-            (tags_raw, tag_ids[_SENTINEL_TAG]),
-            (floats_raw, _SENTINEL_F32),
-        ):
-            marks = np.flatnonzero(raw == mark)
-            if marks.size != count:
-                return None
-            # entries of event i: raw[marks[i] + 1 : marks[i + 1]]
-            counts = np.diff(np.append(marks, raw.size)) - 1
-            first = np.minimum(marks + 1, raw.size - 1)
-            segments.append((counts, raw[first]))
-        (n_wall, wall_bits), (n_step, steps), (n_tag, tag_bytes_id), (n_value, value_bits) = (
-            segments
-        )
-        steps = np.where(n_step == 1, steps, 0)  # proto3 leaves out step 0
-        ok = (n_wall == 1) & (n_step <= 1) & (n_tag == 1) & (n_value == 1)
-        # Every byte accounted for: nothing else in the event (no second value, no tensor,
-        # no metadata, no odd encoding) — else it is decoded on its own.
-        tag_len = np.asarray(self._tag_bytes_len, dtype=np.int64)[tag_bytes_id]
-        value_len = 1 + _varint_len(tag_len) + tag_len + 5
-        summary_len = 1 + _varint_len(value_len) + value_len
-        size = 9 + np.where(n_step == 1, 1 + _varint_len(steps), 0)
-        size += 1 + _varint_len(summary_len) + summary_len
-        ok &= size == lengths
-        tags = np.asarray(self._tag_bytes_lut, dtype=np.int64)[tag_bytes_id]
-        ok &= tags >= 0
-        walls = wall_bits.view(np.float64)
-        values = value_bits.view(np.float32).astype(np.float64)
-        return ok, steps, walls, tags, values
-
-    def _sync_tag_bytes(self) -> None:
-        """Give tags first seen by the column view their tag id."""
-        known = len(self._tag_bytes_lut)
-        if known == len(self._tag_bytes):
-            return
-        for raw in itertools.islice(self._tag_bytes, known, None):
-            self._tag_bytes_len.append(len(raw))
-            if raw == _SENTINEL_TAG:
-                self._tag_bytes_lut.append(-1)
-            else:
-                self._tag_bytes_lut.append(self._tag_id(raw.decode("utf-8", "replace")))
-
-    def _tag_id(self, tag: str) -> int:
-        tag_id = self._tag_ids.get(tag)
-        if tag_id is None:
-            tag_id = self._tag_ids[tag] = len(self._tag_names)
-            self._tag_names.append(f"{tag} (tag)" if tag in _RESERVED_NAMES else tag)
-        return tag_id
-
-    def _decode_event(
-        self,
-        payload: bytes,
-        index: int,
-        into: tuple[list[int], list[int], list[float], list[int], list[float]],
-        file_name: str,
-        out: SourceRead,
-    ) -> None:
-        """One event parsed with tensorboard's Event; its scalars appended to `into`."""
-        try:
-            event = event_pb2.Event.FromString(payload)
-        except DecodeError:
-            _note(out, file_name, "a record with a valid CRC is not an Event: skipped")
-            return
-        if not event.HasField("summary"):
-            return
-        for value in event.summary.value:
-            tag = value.tag
-            if value.HasField("metadata") and value.metadata.plugin_data.plugin_name:
-                # tf2 writers name the plugin in a tag's first event only
-                self._plugins[tag] = value.metadata.plugin_data.plugin_name
-            kind = value.WhichOneof("value")
-            if kind == "simple_value":
-                number: float | None = value.simple_value
-            elif kind == "tensor":
-                plugin = self._plugins.get(tag, "")
-                if plugin == "text" or value.tensor.dtype == types_pb2.DT_STRING:
-                    self._take_text(tag, value.tensor, file_name, out)
-                    continue
-                number = tensor_scalar(value.tensor) if plugin in ("", "scalars") else None
-            else:
-                continue
-            if number is None:
-                continue
-            into[0].append(index)
-            into[1].append(event.step)
-            into[2].append(event.wall_time)
-            into[3].append(self._tag_id(tag))
-            into[4].append(number)
-
-    def _take_text(self, tag: str, tensor: Any, file_name: str, out: SourceRead) -> None:
-        if tag not in ARGS_TAGS or not tensor.string_val:
-            return
-        text = tensor.string_val[0].decode("utf-8", "replace")
-        try:
-            config = json.loads(text)
+            config = args_config(tag, tensor)
         except ValueError:
             self.info_problem = f"{file_name}: the '{tag}' text is not JSON"
             return
-        if isinstance(config, dict) and config != self.info.get("config"):
+        if config is not None and config != self.info.get("config"):
             self.info = {**self.info, "config": config}  # a new dict: readers may hold the old
             self.info_problem = None
             self._info_version += 1
@@ -701,7 +313,7 @@ class TensorBoardSource(Source):
     def _open_row_due(self) -> bool:
         return self._open is not None and self._open.dirty and self._quiet_here()
 
-    def _assemble(self, stream: _Stream, stale: bool) -> ParsedBlock | None:
+    def _assemble(self, stream: Stream, stale: bool) -> ParsedBlock | None:
         """Rows from this read's scalars (after the open row's); see the module docstring."""
         open_row = self._open
         parts: list[list[np.ndarray]] = [stream.steps, stream.walls, stream.tags, stream.values]
@@ -778,14 +390,15 @@ class TensorBoardSource(Source):
         taken = row_of >= 0
         if not taken.all():
             row_of, tags, values = row_of[taken], tags[taken], values[taken]
-        present = np.flatnonzero(np.bincount(tags, minlength=len(self._tag_names)))
-        column_of = np.full(len(self._tag_names), -1, dtype=np.int64)
+        names = self._decoder.tag_names
+        present = np.flatnonzero(np.bincount(tags, minlength=len(names)))
+        column_of = np.full(len(names), -1, dtype=np.int64)
         column_of[present] = np.arange(present.size)
         grid = np.full((present.size, out_rows.size), np.nan)
         grid[column_of[tags], row_of] = values  # tags are distinct within a row
         columns = {TIME_COLUMN: np.maximum.reduceat(walls, starts)[out_rows]}
         for j, tag_id in enumerate(present.tolist()):
-            columns[self._tag_names[tag_id]] = grid[j]
+            columns[names[tag_id]] = grid[j]
         return ParsedBlock(steps[starts[out_rows]], columns)
 
 
@@ -839,113 +452,18 @@ def split_rows(
     return starts, keep
 
 
-def _frame(
-    buf: bytes, pos: int, end: int, headers: dict[bytes, int]
-) -> tuple[list[int], int, bool]:
-    """Find the complete records from `pos`: (their starts, where framing stopped, True if it
-    stopped at a header whose CRC is wrong). The one Python loop per record: keep it short.
-    `headers` caches valid headers → record size: a run has few distinct record lengths."""
-    starts: list[int] = []
-    add = starts.append
-    known = headers.get
-    limit = end - 16  # the smallest record is 16 bytes
-    while pos <= limit:
-        size = known(buf[pos : pos + 12])
-        if size is None:
-            length, crc = _HEADER.unpack_from(buf, pos)
-            if masked_crc(buf[pos : pos + 8]) != crc:
-                return starts, pos, True
-            if len(headers) >= 1 << 16:
-                headers.clear()
-            size = headers[buf[pos : pos + 12]] = 16 + length
-        following = pos + size
-        if following > end:
-            break  # not fully written yet
-        add(pos)
-        pos = following
-    return starts, pos, False
-
-
-def _resync(buf: bytes, pos: int, budget: int) -> tuple[int, bool] | None:
-    """After a bad length CRC: the first position from `pos` where a record starts whose
-    header and data CRCs are both right, as (position, True). Failing that, the first
-    position whose header CRC is right but whose data is not all in `buf` yet, as
-    (position, False): it is checked again once complete. None if neither among the
-    `budget` positions scanned (or all of buf's)."""
-    end = len(buf)
-    limit = min(end - 12, pos + budget - 1)
-    waiting: int | None = None
-    while pos <= limit:
-        length, crc = _HEADER.unpack_from(buf, pos)
-        if masked_crc(buf[pos : pos + 8]) == crc:
-            stop = pos + 12 + length
-            if stop + 4 > end:
-                if waiting is None:
-                    waiting = pos
-            elif masked_crc(buf[pos + 12 : stop]) == struct.unpack_from("<I", buf, stop)[0]:
-                return pos, True
-        pos += 1
-    return None if waiting is None else (waiting, False)
-
-
-def _record_size(buf: bytes, pos: int) -> int:
-    """Bytes the record at `pos` needs (16 if its header is not complete)."""
-    if len(buf) - pos < 12:
-        return 16
-    return 16 + _HEADER.unpack_from(buf, pos)[0]
-
-
-def _note(out: SourceRead, file_name: str, reason: str, *, skipped: bool = True) -> None:
-    if skipped:
-        out.skipped += 1
-    if len(out.problems) < MAX_PROBLEMS_PER_READ:
-        out.problems.append(Problem(file_name, None, reason))
-
-
 def peek_file_last_step(path: Path, window: int = PEEK_WINDOW_BYTES) -> int | None:
     """Step of the last scalar event among the last `window` bytes of an events file.
 
     Finds the first position in the window where a record with both CRCs right starts,
     frames forward from there and parses records from the end. None if there is none.
     """
-    with open_regular(path, within=path.parent) as f:
-        size = f.seek(0, os.SEEK_END)
-        start = max(0, size - window)
-        f.seek(start)
-        buf = f.read(window)
-    pos = 0
-    if start:
-        sync = _first_record(buf)
-        if sync is None:
-            return None
-        pos = sync
-    starts, end, _ = _frame(buf, pos, len(buf), {})
-    stops = [*(s - 4 for s in starts[1:]), end - 4]
-    for begin, stop in zip(reversed(starts), reversed(stops), strict=True):
-        data = buf[begin + 12 : stop]
-        if masked_crc(data) != struct.unpack_from("<I", buf, stop)[0]:
-            continue
+    for data in tail_payloads(path, window):
         with contextlib.suppress(DecodeError):
             event = event_pb2.Event.FromString(data)
-            if any(_is_scalar(v) for v in event.summary.value):
+            if any(is_scalar(v) for v in event.summary.value):
                 return int(event.step)
     return None
-
-
-def _first_record(buf: bytes) -> int | None:
-    for pos in range(len(buf) - 16):
-        length, crc = _HEADER.unpack_from(buf, pos)
-        stop = pos + 12 + length
-        if masked_crc(buf[pos : pos + 8]) != crc or stop + 4 > len(buf):
-            continue
-        if masked_crc(buf[pos + 12 : stop]) == struct.unpack_from("<I", buf, stop)[0]:
-            return pos
-    return None
-
-
-def _is_scalar(value: Any) -> bool:
-    kind = value.WhichOneof("value")
-    return kind == "simple_value" or (kind == "tensor" and tensor_scalar(value.tensor) is not None)
 
 
 def _run_name(directory: Path) -> str:

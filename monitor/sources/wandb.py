@@ -64,46 +64,54 @@ each item's header and value checked against each other, the keys dictionary-enc
 numeric values parsed by Arrow, each in one call — no Python per item. Any record of another
 shape (older writers, damage) goes through the general wire decoder, which is bounds-checked:
 hostile bytes raise `_Damaged`, never loop, and cost only that record.
+
+The code follows the data path: `wandb_records` (the LevelDB framing), `wandb_proto` (the
+wire decoder and the Record, RunRecord, ConfigRecord fields), `wandb_history` (history
+records in bulk, values as numbers), and here the discovery and the reader.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
-import json
-import math
 import os
 import re
-import struct
-import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-import orjson
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from monitor.sources.base import MAX_PROBLEMS_PER_READ, RunLocation, Source, SourceRead
-from monitor.sources.parse import MAX_STEP, ParsedBlock, Problem, decode_line
-from monitor.sources.rows import as_number, merge_equal_steps
+from monitor.sources.parse import ParsedBlock, Problem
+from monitor.sources.rows import merge_equal_steps
 from monitor.sources.tail import open_regular
+from monitor.sources.wandb_history import (
+    _history_fast,
+    _history_general,
+    _integral,
+    _Items,
+    _numbers,
+)
+from monitor.sources.wandb_proto import (
+    _CONFIG,
+    _EXIT,
+    _HISTORY,
+    _RUN,
+    _Damaged,
+    _Meta,
+    _record_type,
+    _take_meta,
+    _text,
+)
+from monitor.sources.wandb_records import BLOCK_BYTES, FILE_HEADER, _Framed, _Framer
 
 FORMAT = "wandb"
 DATA_PREFIX = "run-"
 DATA_SUFFIX = ".wandb"
-FILE_HEADER = b":W&B" + struct.pack("<H", 0xBEE1) + b"\x00"
-BLOCK_BYTES = 32 * 1024
-CHUNK_HEADER_BYTES = 7
-FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 READ_BYTES = 128 * BLOCK_BYTES  # 4 MiB read (and decoded) at a time
-MAX_RECORD_BYTES = 16 << 20  # no honest record is this large: skipped as damage
 MAX_KEYS = 1000  # distinct metric names per run (verl logs ~150; a hostile file, any number)
 MAX_GRID_CELLS = 8 << 20  # rows × names decoded at once (64 MiB of float64)
 MAX_KEY_BYTES = 512
-MAX_NUMBER_BYTES = 64  # a numeric value_json longer than this is not taken as a number
 INFO_HEAD_BYTES = 8 * BLOCK_BYTES  # where the run and config records are looked for alone
 PEEK_BYTES = 2 * BLOCK_BYTES  # where the exit record and the last step are looked for alone
 GLOBAL_STEP_KEY = "train/global_step"  # transformers' WandbCallback, OpenRLHF
@@ -112,26 +120,8 @@ _RESERVED_NAMES = frozenset({TIME_COLUMN, "step"})
 _INTERNAL_KEYS = frozenset({"_step", "_runtime", "_timestamp"})
 _RUN_DIR = re.compile(r"(?:offline-)?run-(?P<start>\d{8}_\d{6})-(?P<id>.+)")
 
-_CHUNK = struct.Struct("<IHB")
-_TYPE_CRC = [zlib.crc32(bytes([kind])) for kind in range(256)]
-_FIXED64 = struct.Struct("<d")
-
-# Record fields: what the record is (its `record_type` oneof member)
-_HISTORY, _SUMMARY, _CONFIG, _RUN, _EXIT = 2, 3, 5, 17, 18
-_NOT_RECORD_TYPE = frozenset({1, 16, 19, 200})  # num, control, uuid, _info
 # Column roles
 _METRIC, _INTERNAL, _STEP, _TIME, _GLOBAL_STEP = 0, 1, 2, 3, 4
-# First bytes of a JSON value that may be a number: digits, '-', NaN, Infinity (and null,
-# a missing value, read apart on the fast path: Arrow does not take it for a number).
-_NUMERIC_FIRST = np.zeros(256, dtype=bool)
-_NUMERIC_FIRST[list(b"-0123456789NI")] = True
-_JSON_SCALAR_FIRST = _NUMERIC_FIRST.copy()
-_JSON_SCALAR_FIRST[ord("n")] = True
-_SPECIAL_TOKENS = {b"NaN": math.nan, b"Infinity": math.inf, b"-Infinity": -math.inf}
-
-
-class _Damaged(ValueError):
-    """Bytes that are not the protobuf message they should be."""
 
 
 # -- discovery -------------------------------------------------------------------------------
@@ -199,237 +189,6 @@ def _is_data_file(entry: os.DirEntry[str]) -> bool:
         return entry.is_file()
     except OSError:
         return False
-
-
-# -- the protobuf wire format ------------------------------------------------------------------
-
-
-def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
-    """(value, next position) of the varint at `pos`; at most 10 bytes, all before `end`."""
-    result = shift = 0
-    while pos < end and shift < 70:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result & 0xFFFFFFFFFFFFFFFF, pos
-        shift += 7
-    raise _Damaged("truncated or overlong varint")
-
-
-def _fields(buf: bytes, pos: int, end: int) -> list[tuple[int, int, int, int]]:
-    """The fields of the message in buf[pos:end] as (number, wire type, a, b): a varint's
-    value in `a`; a length-delimited or fixed field's bytes at buf[a:b]. Every step moves
-    forward and stays before `end`, so any input ends (or raises _Damaged)."""
-    out = []
-    while pos < end:
-        key, pos = _varint(buf, pos, end)
-        number, wire = key >> 3, key & 7
-        if number == 0:
-            raise _Damaged("field number 0")
-        if wire == 0:
-            value, pos = _varint(buf, pos, end)
-            out.append((number, 0, value, 0))
-            continue
-        if wire == 2:
-            size, pos = _varint(buf, pos, end)
-            stop = pos + size
-        elif wire == 1:
-            stop = pos + 8
-        elif wire == 5:
-            stop = pos + 4
-        else:  # groups (3, 4) are long deprecated; 6, 7 do not exist
-            raise _Damaged(f"wire type {wire}")
-        if stop > end:
-            raise _Damaged("field runs past its message")
-        out.append((number, wire, pos, stop))
-        pos = stop
-    return out
-
-
-def _int64(value: int) -> int:
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def _int32(value: int) -> int:
-    value &= 0xFFFFFFFF
-    return value - (1 << 32) if value >= 1 << 31 else value
-
-
-def _zigzag(value: int) -> int:
-    return (value >> 1) ^ -(value & 1)
-
-
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", "replace")
-
-
-def _record_type(payload: bytes) -> tuple[int, int, int]:
-    """(field number, start, end) of the record's `record_type` member, (0, 0, 0) if none.
-
-    wandb-core writes `num` first and then the member: that case is read without the
-    general decoder, and a summary (one per history row) is passed over at its tag."""
-    end = len(payload)
-    if end > 3 and payload[0] == 0x08:
-        pos = 1
-        while pos < end and payload[pos] & 0x80:
-            pos += 1
-        pos += 1
-        if pos < end:
-            tag = payload[pos]
-            if tag == 0x1A:
-                return _SUMMARY, 0, 0
-            if tag < 0x80 and tag & 7 == 2 and tag >> 3 not in _NOT_RECORD_TYPE:
-                size, start = _varint(payload, pos + 1, end)
-                if start + size <= end:
-                    return tag >> 3, start, start + size
-    for number, wire, a, b in _fields(payload, 0, end):
-        if wire == 2 and number not in _NOT_RECORD_TYPE:
-            return number, a, b
-    return 0, 0, 0
-
-
-# -- framing -----------------------------------------------------------------------------------
-
-
-@dataclass
-class _Framed:
-    records: list[tuple[int, bytes]] = field(default_factory=list)  # (file offset, payload)
-    damage: list[tuple[int, str]] = field(default_factory=list)  # (file offset, why)
-
-
-class _Framer:
-    """Cuts a LevelDB log into records; remembers across reads whether fragments of a lost
-    record are still to be dropped."""
-
-    def __init__(self) -> None:
-        self.dropping = False  # fragments (MIDDLE, LAST) of a lost record follow
-
-    def frame(self, buf: bytes, base: int, pos: int, out: _Framed) -> int:
-        """Add the complete records of buf[pos:] (buf[0] is at file offset `base`) to `out`;
-        return where the next read must start: the first chunk not complete in `buf`, or the
-        FIRST chunk of a record whose LAST is not there yet. It may lie past the end of `buf`
-        (a damaged block is skipped as a whole)."""
-        end = len(buf)
-        unpack, crc32, type_crc = _CHUNK.unpack_from, zlib.crc32, _TYPE_CRC
-        records = out.records
-        first_at = -1  # buf position of the FIRST chunk of the record being assembled
-        parts: list[bytes] = []
-        size = 0
-        suspect = False  # the previous chunk was bad: one more and the block is lost
-        while True:
-            left = BLOCK_BYTES - (base + pos) % BLOCK_BYTES
-            if left < CHUNK_HEADER_BYTES:  # the block's zero trailer
-                if end - pos < left:
-                    break
-                pos += left
-                continue
-            if end - pos < CHUNK_HEADER_BYTES:
-                break
-            crc, length, kind = unpack(buf, pos)
-            stop = pos + CHUNK_HEADER_BYTES + length
-            if kind == FULL and stop <= end and length <= left - CHUNK_HEADER_BYTES:
-                payload = buf[pos + CHUNK_HEADER_BYTES : stop]  # the common case, first
-                if crc32(payload, type_crc[FULL]) == crc:
-                    if first_at >= 0:
-                        out.damage.append((base + first_at, "a record cut short: skipped"))
-                        first_at, parts = -1, []
-                    records.append((base + pos, payload))
-                    self.dropping = suspect = False
-                    pos = stop
-                    continue
-            bad: str | None = None
-            if not FULL <= kind <= LAST or length > left - CHUNK_HEADER_BYTES:
-                if crc == 0 and length == 0 and kind == 0:
-                    # Zeros: space the writer has not filled yet (or preallocated). Wait for
-                    # the block to be complete; a block that ends in zeros is skipped.
-                    block_end = pos + left
-                    if block_end > end:
-                        break
-                    if buf.count(0, pos, block_end) == left:
-                        pos = block_end
-                        continue
-                bad = "a chunk header that cannot be right"
-            elif stop > end:
-                break  # not fully written yet
-            else:
-                payload = buf[pos + CHUNK_HEADER_BYTES : stop]
-                if crc32(payload, type_crc[kind]) != crc:
-                    bad = "bad CRC"
-            if bad is not None:
-                lost = "record skipped" if not self.dropping or first_at >= 0 else "skipped"
-                if suspect or bad != "bad CRC":
-                    out.damage.append((base + pos, f"{bad}: rest of the block skipped"))
-                    stop = pos + left  # the length cannot be trusted: go to the next block
-                else:
-                    out.damage.append((base + pos, f"{bad}: {lost}"))
-                first_at, parts, size = -1, [], 0
-                self.dropping, suspect = True, True
-                pos = stop
-                continue
-            suspect = False
-            if kind == FULL:  # (a FULL chunk that runs past its block is caught above)
-                records.append((base + pos, payload))
-                self.dropping = False
-            elif kind == FIRST:
-                if first_at >= 0:
-                    out.damage.append((base + first_at, "a record cut short: skipped"))
-                first_at, parts, size = pos, [payload], length
-                self.dropping = False
-            elif first_at < 0:  # MIDDLE or LAST without its FIRST
-                if not self.dropping:
-                    out.damage.append((base + pos, "a record's fragment without its start"))
-                self.dropping = kind == MIDDLE
-            else:
-                parts.append(payload)
-                size += length
-                if size > MAX_RECORD_BYTES:
-                    why = f"a record over {MAX_RECORD_BYTES >> 20} MiB: skipped"
-                    out.damage.append((base + first_at, why))
-                    first_at, parts, size = -1, [], 0
-                    self.dropping = kind == MIDDLE
-                elif kind == LAST:
-                    records.append((base + first_at, b"".join(parts)))
-                    first_at, parts, size = -1, [], 0
-            pos = stop
-        return first_at if first_at >= 0 else pos
-
-
-# -- decoded history ---------------------------------------------------------------------------
-
-
-@dataclass
-class _Items:
-    """Numeric history items: value `values[i]` of column `kids[i]` in row `rows[i]`."""
-
-    rows: np.ndarray  # int64
-    kids: np.ndarray  # int64
-    values: np.ndarray  # float64
-
-    @staticmethod
-    def empty() -> _Items:
-        return _Items(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
-
-    def concat(self, other: _Items) -> _Items:
-        return _Items(
-            np.concatenate([self.rows, other.rows]),
-            np.concatenate([self.kids, other.kids]),
-            np.concatenate([self.values, other.values]),
-        )
-
-
-@dataclass
-class _Meta:
-    """What the run, config and exit records said."""
-
-    run_id: str = ""
-    project: str = ""
-    display_name: str = ""
-    created: float | None = None
-    resumed: bool = False
-    config: dict[str, Any] = field(default_factory=dict)
-    exit_code: int | None = None
-    problem: str | None = None
 
 
 class WandbSource(Source):
@@ -615,7 +374,7 @@ class WandbSource(Source):
                     hists.append(payload[a:b])
                     offsets.append(offset)
                 elif kind in (_RUN, _CONFIG, _EXIT):
-                    self._take_meta(self._meta, kind, payload, a, b)
+                    _take_meta(self._meta, kind, payload, a, b)
                     meta_changed = True
             except (_Damaged, IndexError) as e:
                 self._note(out, f"byte {offset}: a record that is not W&B's ({e}): skipped")
@@ -650,13 +409,13 @@ class WandbSource(Source):
         (-1: none), and which rows were read (a damaged record is skipped)."""
         steps = np.full(len(hists), -1, dtype=np.int64)
         kept = np.ones(len(hists), dtype=bool)
-        items, slow, bad = self._history_fast(hists, steps)
+        items, slow, bad = _history_fast(hists, steps, self._key_id)
         rows: list[int] = []
         kids: list[int] = []
         tokens: list[bytes] = []
         for row in slow:  # (none, for what wandb-core writes)
             try:
-                pairs, steps[row] = self._history_general(hists[row])
+                pairs, steps[row] = _history_general(hists[row], self._key_id)
             except (_Damaged, IndexError) as e:
                 kept[row] = False
                 if out is not None:
@@ -677,146 +436,6 @@ class WandbSource(Source):
             values,
         )
         return items.concat(more), steps, kept
-
-    def _history_fast(self, hists: list[bytes], steps: np.ndarray) -> tuple[_Items, list[int], int]:
-        """Records in wandb-core's encoding, decoded together with numpy: items
-        `0a L (12|0a) Lk key 82 01 Lv value` with one-byte lengths, then the step.
-
-        Every value tag `82 01` is found in the joined records; the item header before it
-        and the value after it are checked against each other (L = Lk + Lv + 5, the header
-        ends where the tag starts and begins where the previous value ends); the keys are
-        dictionary-encoded and the numeric values parsed by Arrow, each in one call.
-        Returns the items, the rows (records) left to the general decoder (a check failed,
-        or another shape) and how many values looked like numbers but were not."""
-        n = len(hists)
-        data = b"".join(hists)
-        raw = np.frombuffer(data, dtype=np.uint8)
-        sizes = np.fromiter(map(len, hists), dtype=np.int64, count=n)
-        ends = np.cumsum(sizes)
-        starts = ends - sizes
-        tags = np.flatnonzero((raw[:-1] == 0x82) & (raw[1:] == 0x01)) if raw.size > 1 else None
-        if tags is None or tags.size == 0:
-            return _Items.empty(), list(range(n)), 0
-        record = np.searchsorted(ends, tags, side="right")
-        top = raw.size - 1
-
-        def at(index: np.ndarray) -> np.ndarray:
-            return raw[np.clip(index, 0, top)].astype(np.int64)
-
-        first = np.ones(tags.size, dtype=bool)  # the record's first item
-        first[1:] = record[1:] != record[:-1]
-        last = np.ones(tags.size, dtype=bool)
-        last[:-1] = first[1:]
-        value_len = at(tags + 2)
-        value_start = tags + 3
-        value_end = value_start + value_len
-        head = np.empty_like(tags)
-        head[first] = starts[record[first]]
-        head[~first] = value_end[np.flatnonzero(~first) - 1]
-        head_len = tags - head
-        key_len = at(head + 3)
-        kind = at(head + 2)
-        ok = (tags + 2 < ends[record]) & (value_len < 0x80) & (head_len >= 4)
-        ok &= (at(head) == 0x0A) & ((kind == 0x12) | (kind == 0x0A)) & (key_len < 0x80)
-        ok &= (head_len == 4 + key_len) & (at(head + 1) == key_len + value_len + 5)
-        ok &= ~last | (value_end <= ends[record])
-        slow = np.zeros(n, dtype=bool)
-        slow[record[~ok]] = True
-        has_items = np.zeros(n, dtype=bool)
-        has_items[record] = True
-        slow |= ~has_items
-        # what follows the last item: the step (a few bytes per record)
-        for row, begin in zip(record[last].tolist(), value_end[last].tolist(), strict=True):
-            if slow[row]:
-                continue
-            try:
-                step = _tail_step(data[begin : ends[row]])
-            except _Damaged:
-                step = None
-            if step is None:
-                slow[row] = True
-            else:
-                steps[row] = step
-        take = ~slow[record]
-        rows = record[take]
-        kids = self._kids(raw, (head + 4)[take], tags[take])
-        value_start, value_end = value_start[take], value_end[take]
-        value_len = value_len[take]
-        known = kids >= 0  # (-1: a key refused)
-        first_byte = at(value_start)
-        numeric = known & _NUMERIC_FIRST[first_byte] & (value_len > 0)
-        numeric &= value_len <= MAX_NUMBER_BYTES
-        values = _cast_numbers(raw, value_start[numeric], value_end[numeric])
-        bad = 0
-        if values is None:  # something Arrow does not read as a number: one by one
-            tokens = _slices(data, value_start[numeric], value_end[numeric])
-            parsed, values, bad = _numbers(tokens)
-            numeric[np.flatnonzero(numeric)[~parsed]] = False
-        null = known & (first_byte == 0x6E) & (value_len == 4)  # "null": a missing value
-        null &= (at(value_start + 1) == 0x75) & (at(value_start + 2) == 0x6C)
-        null &= at(value_start + 3) == 0x6C
-        items = _Items(rows[numeric], kids[numeric], values)
-        if null.any():
-            items = items.concat(_Items(rows[null], kids[null], np.full(int(null.sum()), np.nan)))
-        return items, np.flatnonzero(slow).tolist(), bad
-
-    def _kids(self, raw: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
-        """The column id of each key raw[starts[i]:stops[i]] (-1: refused): the keys are
-        gathered into one buffer and dictionary-encoded by Arrow, so only the distinct keys
-        reach Python."""
-        if not starts.size:
-            return np.zeros(0, dtype=np.int64)
-        blob, offsets = _gather(raw, starts, stops)
-        keys = pa.Array.from_buffers(
-            pa.large_binary(), starts.size, [None, pa.py_buffer(offsets), pa.py_buffer(blob)]
-        ).dictionary_encode()
-        ids = np.array([self._key_id(k) for k in keys.dictionary.to_pylist()], dtype=np.int64)
-        return ids[keys.indices.to_numpy(zero_copy_only=False)]
-
-    def _history_general(self, hist: bytes) -> tuple[list[tuple[int, bytes]], int]:
-        """One history record by the general decoder: ((column id, value JSON) of each item
-        with a key and a value, HistoryStep or -1). Raises _Damaged."""
-        pairs: list[tuple[int, bytes]] = []
-        step = -1
-        for number, wire, a, b in _fields(hist, 0, len(hist)):
-            if number == 1 and wire == 2:
-                item = self._item(hist, a, b)
-                if item is not None:
-                    pairs.append(item)
-            elif number == 2 and wire == 2:
-                step = self._history_step(hist, a, b)
-        return pairs, step
-
-    def _item(self, buf: bytes, start: int, end: int) -> tuple[int, bytes] | None:
-        """(column id, value as JSON text) of a HistoryItem; None if it has no key, no value
-        or too many names."""
-        key = b""
-        nested: list[bytes] = []
-        value: bytes | None = None
-        for number, wire, a, b in _fields(buf, start, end):
-            if wire == 2 and number == 1:
-                key = buf[a:b]
-            elif wire == 2 and number == 2:
-                nested.append(buf[a:b])
-            elif wire == 2 and number == 16:
-                value = buf[a:b]
-            elif wire == 0 and number == 5:  # integer (sint64)
-                value = str(_zigzag(a)).encode()
-            elif wire == 1 and number == 6:  # number (double)
-                value = _number_token(_FIXED64.unpack_from(buf, a)[0])
-        name = key or b".".join(nested)
-        if not name or value is None:
-            return None
-        kid = self._key_id(name)
-        return None if kid < 0 else (kid, value)
-
-    @staticmethod
-    def _history_step(buf: bytes, start: int, end: int) -> int:
-        step = 0  # proto3: a HistoryStep without num is step 0
-        for number, wire, a, _ in _fields(buf, start, end):
-            if number == 1 and wire == 0:
-                step = _int64(a)
-        return step if step >= 0 else -1
 
     def _key_id(self, raw: bytes) -> int:
         """The column id of a key (-1: refused: too long, or past MAX_KEYS)."""
@@ -974,31 +593,6 @@ class WandbSource(Source):
         info["wandb"] = wandb_info
         return info
 
-    @staticmethod
-    def _take_meta(meta: _Meta, kind: int, buf: bytes, start: int, end: int) -> None:
-        if kind == _EXIT:
-            meta.exit_code = 0
-            for number, wire, a, _ in _fields(buf, start, end):
-                if number == 1 and wire == 0:
-                    meta.exit_code = _int32(a)
-            return
-        if kind == _CONFIG:
-            _take_config(meta, buf, start, end)
-            return
-        for number, wire, a, b in _fields(buf, start, end):  # RunRecord
-            if wire == 2 and number == 1:
-                meta.run_id = _text(buf[a:b])
-            elif wire == 2 and number == 3:
-                meta.project = _text(buf[a:b])
-            elif wire == 2 and number == 4:
-                _take_config(meta, buf, a, b)
-            elif wire == 2 and number == 8:
-                meta.display_name = _text(buf[a:b])
-            elif wire == 2 and number == 17:
-                meta.created = _timestamp(buf, a, b)
-            elif wire == 0 and number == 18:  # resumed (set by the server: online runs)
-                meta.resumed = bool(a)
-
     def _scan_info(self) -> None:
         """Run, config and exit records from the start and the end of the file alone."""
         meta = _Meta()
@@ -1015,7 +609,7 @@ class WandbSource(Source):
             with contextlib.suppress(_Damaged, IndexError):
                 kind, a, b = _record_type(payload)
                 if kind in (_RUN, _CONFIG, _EXIT):
-                    self._take_meta(meta, kind, payload, a, b)
+                    _take_meta(meta, kind, payload, a, b)
         self._meta = meta
         self._publish_info()
 
@@ -1041,186 +635,3 @@ class WandbSource(Source):
         framer.dropping = True  # a block may begin with the end of an earlier record
         framer.frame(buf, begin, pos, framed)
         return framed
-
-
-def _take_config(meta: _Meta, buf: bytes, start: int, end: int) -> None:
-    """A ConfigRecord's updates and removals into meta.config (a new dict: readers may hold
-    the old one)."""
-    config = dict(meta.config)
-    for number, wire, a, b in _fields(buf, start, end):
-        if wire != 2 or number not in (1, 2):
-            continue
-        key = b""
-        nested: list[bytes] = []
-        value: bytes | None = None
-        for item_number, item_wire, c, d in _fields(buf, a, b):
-            if item_wire != 2:
-                continue
-            if item_number == 1:
-                key = buf[c:d]
-            elif item_number == 2:
-                nested.append(buf[c:d])
-            elif item_number == 16:
-                value = buf[c:d]
-        name = _text(key or b".".join(nested))
-        if not name or name == "_wandb":
-            continue
-        if number == 2:
-            config.pop(name, None)
-            continue
-        if value is None:
-            continue
-        try:
-            config[name] = decode_line(value)
-        except (ValueError, RecursionError):
-            meta.problem = f"config value of {name!r} is not JSON: left out"
-    meta.config = config
-
-
-def _timestamp(buf: bytes, start: int, end: int) -> float | None:
-    seconds = nanos = 0
-    for number, wire, a, _ in _fields(buf, start, end):
-        if wire == 0 and number == 1:
-            seconds = _int64(a)
-        elif wire == 0 and number == 2:
-            nanos = _int32(a)
-    return seconds + nanos / 1e9 if seconds > 0 else None
-
-
-def _tail_step(tail: bytes) -> int | None:
-    """The step in what follows a history record's items (HistoryStep.num, -1 if there is
-    none); None if an item is among it (the split missed one)."""
-    size = len(tail)
-    if size >= 2 and tail[0] == 0x12 and tail[1] == size - 2:  # just `step`: the usual tail
-        if size == 2:
-            return 0  # proto3: step 0 is an empty HistoryStep
-        if tail[2] == 0x08:
-            value, pos = _varint(tail, 3, size)
-            if pos == size:
-                value = _int64(value)
-                return value if value >= 0 else -1
-    step = -1
-    for number, wire, a, b in _fields(tail, 0, size):
-        if number == 1:
-            return None
-        if number == 2 and wire == 2:
-            step = WandbSource._history_step(tail, a, b)
-    return step
-
-
-def _slices(data: bytes, starts: np.ndarray, stops: np.ndarray) -> list[bytes]:
-    """data[starts[i]:stops[i]] for every i, sliced by C functions (no Python loop body)."""
-    return list(map(data.__getitem__, map(slice, starts.tolist(), stops.tolist())))
-
-
-def _gather(
-    raw: np.ndarray, starts: np.ndarray, stops: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The byte ranges raw[starts[i]:stops[i]] copied end to end, and their offsets in it."""
-    lengths = stops - starts
-    offsets = np.zeros(starts.size + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    index = np.repeat(starts - offsets[:-1], lengths)
-    index += np.arange(offsets[-1], dtype=np.int64)
-    return raw[index], offsets
-
-
-def _cast_numbers(raw: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> np.ndarray | None:
-    """The numbers written at raw[starts[i]:stops[i]], parsed by one Arrow cast (which
-    reads NaN, Infinity and -Infinity as JSON writers spell them); None if any is not a
-    number."""
-    if not starts.size:
-        return np.zeros(0)
-    blob, offsets = _gather(raw, starts, stops)
-    texts = pa.Array.from_buffers(
-        pa.large_string(), starts.size, [None, pa.py_buffer(offsets), pa.py_buffer(blob)]
-    )
-    try:
-        numbers = pc.cast(texts, pa.float64())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    return numbers.to_numpy(zero_copy_only=False)
-
-
-def _number_token(number: float) -> bytes:
-    if math.isnan(number):
-        return b"NaN"
-    if math.isinf(number):
-        return b"Infinity" if number > 0 else b"-Infinity"
-    return repr(number).encode()
-
-
-def _integral(values: np.ndarray) -> np.ndarray:
-    """Mask of values that are integer steps in 0..MAX_STEP."""
-    with np.errstate(invalid="ignore"):
-        return (values >= 0) & (values <= MAX_STEP) & (values == np.floor(values))
-
-
-def _numbers(tokens: list[bytes]) -> tuple[np.ndarray, np.ndarray, int]:
-    """Which value_json texts are numbers, their values, and how many were not JSON.
-
-    Classified by first byte in bulk (numpy over the texts joined with NUL, which JSON text
-    never holds); the numeric ones parsed by one orjson call over a joined array, or by
-    Python's json where NaN/Infinity tokens occur, or one by one where something fails."""
-    n = len(tokens)
-    if n == 0:
-        return np.zeros(0, dtype=bool), np.zeros(0), 0
-    joined = b"\x00".join(tokens)
-    raw = np.frombuffer(joined, dtype=np.uint8)
-    separators = np.flatnonzero(raw == 0)
-    if separators.size == n - 1:
-        starts = np.empty(n, dtype=np.int64)
-        starts[0] = 0
-        starts[1:] = separators + 1
-        lengths = np.diff(np.append(starts, raw.size + 1)) - 1
-        first = raw[np.minimum(starts, max(raw.size - 1, 0))] if raw.size else starts * 0
-        numeric = _JSON_SCALAR_FIRST[first] & (lengths > 0) & (lengths <= MAX_NUMBER_BYTES)
-    else:  # a NUL in a value: classify one by one
-        numeric = np.fromiter(
-            (0 < len(t) <= MAX_NUMBER_BYTES and _JSON_SCALAR_FIRST[t[0]] for t in tokens),
-            dtype=bool,
-            count=n,
-        )
-    picked = list(itertools.compress(tokens, numeric.tolist()))
-    values = _parse_numbers(picked)
-    if values is not None:
-        return numeric, values, 0
-    parsed = [_one_number(t) for t in picked]
-    ok = np.array([v is not None for v in parsed], dtype=bool)
-    keep = np.flatnonzero(numeric)
-    numeric[keep[~ok]] = False
-    return (
-        numeric,
-        np.array([v for v in parsed if v is not None], dtype=np.float64),
-        int((~ok).sum()),
-    )
-
-
-def _parse_numbers(tokens: list[bytes]) -> np.ndarray | None:
-    """All `tokens` parsed as one JSON array, or None if any of them is not a number."""
-    text = b"[" + b",".join(tokens) + b"]"
-    try:
-        parsed = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        try:
-            parsed = json.loads(text)  # NaN, Infinity, -Infinity, and 1e999
-        except (ValueError, RecursionError):
-            return None
-    if len(parsed) != len(tokens):
-        return None
-    try:
-        values = np.array(parsed, dtype=np.float64)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return values if values.shape == (len(tokens),) else None
-
-
-def _one_number(token: bytes) -> float | None:
-    special = _SPECIAL_TOKENS.get(token)
-    if special is not None:
-        return special
-    try:
-        value = json.loads(token)
-    except (ValueError, RecursionError):
-        return None
-    return as_number(value) if not isinstance(value, bool) else None
