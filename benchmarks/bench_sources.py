@@ -11,9 +11,14 @@ The event files are written by tensorboard's RecordWriter, the record writer ins
 EventFileWriter (without EventFileWriter's writer thread, whose hand-off costs ~100 µs an
 event: 1.2M events would take minutes). Nothing is cached: files go to a temporary dir.
 Then a run in a bucket (benchmarks/_bucket_bench.py): 1M steps of metrics.jsonl on a local S3
-server, refreshed after +100 lines reading only the new bytes.
+server, refreshed after +100 lines reading only the new bytes. Then W&B
+(benchmarks/_wandb_bench.py: 100k steps x 30 metrics written by the real wandb, offline) and
+MLflow (benchmarks/_mlflow_bench.py: a 100k-step x 30-key SQLite store, and a 50 Hz writer
+timed while klwatch reads): cold read, refresh after +100 steps vs a 1k-step run.
 Usage: python benchmarks/bench_sources.py [--steps 300000] [--tags 4] [--append 100]
-       [--no-baseline] (other options go to benchmarks/_trackio_bench.py, if present)
+       [--no-baseline] [--skip-wandb] [--skip-mlflow] [--wandb-steps 100000]
+       [--mlflow-steps 100000] [--mlflow-seconds 20]
+       (other options go to benchmarks/_trackio_bench.py, if present)
 """
 
 from __future__ import annotations
@@ -124,6 +129,11 @@ def main() -> None:
     parser.add_argument("--tags", type=int, default=4)
     parser.add_argument("--append", type=int, default=100)
     parser.add_argument("--no-baseline", action="store_true", help="skip EventAccumulator")
+    parser.add_argument("--skip-wandb", action="store_true", help="skip the W&B benchmark")
+    parser.add_argument("--skip-mlflow", action="store_true", help="skip the MLflow benchmark")
+    parser.add_argument("--wandb-steps", type=int, default=100_000)
+    parser.add_argument("--mlflow-steps", type=int, default=100_000)
+    parser.add_argument("--mlflow-seconds", type=float, default=20.0, help="each 50 Hz phase")
     args, rest = parser.parse_known_args()  # the rest is for the trackio benchmark
     tags = tags_for(args.tags)
     events = args.steps * args.tags
@@ -159,23 +169,29 @@ def main() -> None:
             f"ratio {big_cost / small_cost:.2f} (goal <= 1.5)"
         )
     trackio = Path(__file__).with_name("_trackio_bench.py")
-    if trackio.exists():
-        spec = importlib.util.spec_from_file_location("_trackio_bench", trackio)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        argv = sys.argv
-        sys.argv = [str(trackio), "--steps", str(args.steps), *rest]  # it parses its own
-        try:
-            module.main()
-        finally:
-            sys.argv = argv
-    bucket = Path(__file__).with_name("_bucket_bench.py")
-    spec = importlib.util.spec_from_file_location("_bucket_bench", bucket)
+    if trackio.exists():  # it parses its own options: the ones not taken here
+        run_bench("_trackio_bench", ["--steps", str(args.steps), *rest])
+    run_bench("_bucket_bench", sys.argv[1:])  # a 1M-step metrics.jsonl in a (local S3) bucket
+    if not args.skip_wandb:  # the real wandb writes the runs (offline)
+        run_bench("_wandb_bench", ["--steps", str(args.wandb_steps)])
+    if not args.skip_mlflow:  # the real mlflow (SQLite store) writes the runs
+        mlflow_args = ["--steps", str(args.mlflow_steps), "--seconds", str(args.mlflow_seconds)]
+        run_bench("_mlflow_bench", mlflow_args)
+
+
+def run_bench(name: str, argv: list[str]) -> None:
+    """`benchmarks/<name>.py`'s main() with `argv` as its command line."""
+    path = Path(__file__).with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.main()  # a 1M-step metrics.jsonl in a (local S3) bucket
+    saved = sys.argv
+    sys.argv = [str(path), *argv]  # it parses its own
+    try:
+        module.main()
+    finally:
+        sys.argv = saved
 
 
 if __name__ == "__main__":

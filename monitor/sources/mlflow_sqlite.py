@@ -64,14 +64,16 @@ from monitor.sources.mlflow_rows import (
     _stat_pair,
 )
 from monitor.sources.parse import MAX_STEP
-from monitor.sources.tail import open_regular
+from monitor.sources.sqlite_files import FILE_LOCK, has_sqlite_magic, read_head
 from monitor.text import utf8_text
 
 DB_SUFFIX = ".db"
-SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 0.2  # a commit under way holds the lock for ms: retry on the next poll
 STATEMENT_DEADLINE_S = 10.0  # no honest statement here takes this long: a hostile DB might
-BATCH_ROWS = 2000  # ~2-3 ms of SQLite work: how long one read may hold up the writer's commit
+# Rows per statement: how long one read may hold up the writer's commit. 2,000 held the lock
+# up to 252 ms when another thread of the process was busy (sqlite3 takes the GIL back between
+# rows while the statement stays open); 250 kept it under 40 ms (bench_sources.py, MLflow).
+BATCH_ROWS = 250
 FLUSH_ENTRIES = 1 << 18  # values collected before they are turned into rows
 MAX_RUNS_PER_DB = 10_000
 PEEK_ROWS = 8000  # newest rows looked at for the step interval (~200 steps of ~40 keys)
@@ -162,7 +164,7 @@ def _catalog(path: Path) -> _Catalog | None:
 
 
 def _scan_runs(path: Path) -> dict[str, str]:
-    if not _has_sqlite_magic(path):
+    if not has_sqlite_magic(path):
         return {}
     with _Database(path) as db:
         if not db.is_mlflow():
@@ -175,14 +177,6 @@ def _scan_runs(path: Path) -> dict[str, str]:
     return names
 
 
-def _has_sqlite_magic(path: Path) -> bool:
-    try:
-        with open_regular(path) as f:  # a FIFO named *.db must not block discovery
-            return f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
-    except OSError:
-        return False
-
-
 def _db_stamp(path: Path) -> tuple[Any, ...] | None:
     """Changes with every commit: the file's stat, and the header's file change counter
     (bytes 24-27, bumped by each commit in rollback-journal mode: two commits within one
@@ -191,9 +185,8 @@ def _db_stamp(path: Path) -> tuple[Any, ...] | None:
         st = os.stat(path)
     except OSError:
         return None
-    counter = None
-    with contextlib.suppress(OSError), open_regular(path) as f:
-        counter = f.read(_HEADER_BYTES)[_COUNTER_AT:_HEADER_BYTES]
+    head = read_head(path, _HEADER_BYTES)  # under FILE_LOCK: see sqlite_files
+    counter = head[_COUNTER_AT:_HEADER_BYTES] if head is not None else None
     wal = _stat_pair(Path(f"{path}-wal"))
     return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size, counter, wal)
 
@@ -238,11 +231,12 @@ class _Database:
     def query(self, sql: str, args: Sequence[object] = ()) -> list[Any]:
         self._deadline = time.monotonic() + STATEMENT_DEADLINE_S
         try:
-            cursor = self.conn.execute(sql, args)
-            try:
-                return cursor.fetchall()  # all rows: the statement ends, its lock is released
-            finally:
-                cursor.close()
+            with FILE_LOCK:  # no raw close of this file while the statement holds its lock
+                cursor = self.conn.execute(sql, args)
+                try:
+                    return cursor.fetchall()  # all rows: the statement ends, its lock goes
+                finally:
+                    cursor.close()
         except sqlite3.OperationalError as e:
             if "Could not decode to UTF-8" not in str(e) or self.conn.text_factory is not str:
                 raise

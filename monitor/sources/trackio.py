@@ -56,11 +56,10 @@ from monitor.sources.parse import (
     read_json_table,
 )
 from monitor.sources.rows import RowMerger, as_step, merge_equal_steps, numbers
-from monitor.sources.tail import open_regular
+from monitor.sources.sqlite_files import FILE_LOCK, has_sqlite_magic
 
 FORMAT = "trackio"
 DB_SUFFIX = ".db"
-SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 0.2  # a locked database must not hang a page: retry on the next refresh
 BATCH_ROWS = 50_000  # rows per query: bounds memory, and the time a shared lock is held
 FAST_MIN_ROWS = 1000  # below this (a live refresh), row by row is faster
@@ -163,7 +162,7 @@ def _scan_names(
     path: Path, stamp: tuple[Any, ...], identity: tuple[int, int], known: _Catalog | None
 ) -> _Catalog:
     if known is None:
-        if not _has_sqlite_magic(path):
+        if not has_sqlite_magic(path):
             return _Catalog(stamp, identity, 0, {}, False)
         conn, _ = _connect(path)
         try:
@@ -200,14 +199,6 @@ def is_trackio_schema(conn: sqlite3.Connection) -> bool:
         if not needed <= columns:
             return False
     return True
-
-
-def _has_sqlite_magic(path: Path) -> bool:
-    try:
-        with open_regular(path) as f:  # a FIFO named *.db must not block discovery
-            return f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
-    except OSError:
-        return False
 
 
 def _wal_stamp(path: Path) -> tuple[int, int] | None:
@@ -334,13 +325,15 @@ class TrackioSource(Source):
         before = self._stat_or_none() if self._immutable else None
         saved = (self._last_id, self._merger.last, self._uses_global_step)
         try:
-            top = conn.execute("SELECT max(id) FROM metrics").fetchone()[0] or 0
+            with FILE_LOCK:  # see monitor/sources/sqlite_files.py
+                top = conn.execute("SELECT max(id) FROM metrics").fetchone()[0] or 0
             if top < self._last_id:  # ids went back: the database was rebuilt
                 self._start_over()
                 out.reset = "database rows were renumbered: read again from the start"
             while self._last_id < top:
-                rows = conn.execute(_NEW_ROWS, (self._last_id, top, self.run_name, BATCH_ROWS))
-                batch = rows.fetchall()
+                with FILE_LOCK:
+                    rows = conn.execute(_NEW_ROWS, (self._last_id, top, self.run_name, BATCH_ROWS))
+                    batch = rows.fetchall()
                 block = self._parse_batch(batch) if len(batch) >= FAST_MIN_ROWS else None
                 if block is None:
                     for row_id, timestamp, step, blob in batch:
@@ -472,7 +465,8 @@ class TrackioSource(Source):
         try:
             conn, _ = _connect(self.path)
             try:
-                row = conn.execute(_CONFIG, (self.run_name,)).fetchone()
+                with FILE_LOCK:
+                    row = conn.execute(_CONFIG, (self.run_name,)).fetchone()
             finally:
                 conn.close()
         except (OSError, sqlite3.Error) as e:
