@@ -36,6 +36,7 @@ import errno
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -240,9 +241,14 @@ def _connect(path: Path) -> tuple[sqlite3.Connection, bool]:
         raise _os_error(e, path) from e
 
 
+CREATION_GRACE_S = 5.0  # a database this fresh whose tables are not all there is being made
+
+
 def _is_being_created(path: Path, error: sqlite3.Error) -> bool:
-    """True if the database has no tables at all yet: trackio creates the file, then its
-    tables, so a reader can come in between. (Tables, but not trackio's, is an error.)"""
+    """True if the database is still being set up: trackio creates the file, then its tables
+    one by one, so a reader can come in between — no tables yet, `metrics` created since the
+    query failed, or a schema without it in a file written in the last few seconds. (Tables,
+    but not trackio's, in a file that stays so, is an error.)"""
     if "no such table" not in str(error):
         return False
     try:
@@ -250,11 +256,18 @@ def _is_being_created(path: Path, error: sqlite3.Error) -> bool:
     except OSError:
         return False
     try:
-        return conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+        with FILE_LOCK:
+            names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     except sqlite3.Error:
         return False
     finally:
         conn.close()
+    if not names or "metrics" in names:
+        return True
+    try:
+        return time.time() - os.stat(path).st_mtime < CREATION_GRACE_S
+    except OSError:
+        return False
 
 
 def _code(error: sqlite3.Error) -> int | None:
