@@ -476,3 +476,24 @@ def test_read_only_directory_without_writer_reads_immutable(
     Path(f"{db}-wal").write_bytes(b"")  # a writer may be live: no unlocked reads
     with pytest.raises(OSError, match="cannot write to"):
         TrackioSource(RunLocation("trackio", db, key="r")).read()
+
+
+def test_a_database_whose_tables_are_still_being_made_reads_as_nothing_yet(
+    tmp_path: Path,
+) -> None:
+    """trackio creates the file, then its tables one by one: a reader in between sees a
+    schema without `metrics`. Fresh, that is "not yet"; left so, it is not trackio's."""
+    import os
+
+    db = tmp_path / "half.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE configs (id INTEGER PRIMARY KEY)")
+    conn.commit()
+    conn.close()
+    source = TrackioSource(RunLocation("trackio", db, key="run-1"))
+    assert source.read().blocks == []  # written just now: being created
+    old = time.time() - 60
+    os.utime(db, (old, old))
+    source = TrackioSource(RunLocation("trackio", db, key="run-1"))
+    with pytest.raises(OSError, match="not a trackio database"):
+        source.read()
