@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from monitor.sources.base import RunLocation, Source, SourceRead
+from monitor.sources.base import RunLocation, Source, SourceRead, is_dir_entry
 
 __all__ = [
     "FORMATS",
@@ -212,7 +212,7 @@ def find_runs(
             for entry in entries:
                 if entry.name in SKIP_DIR_NAMES or entry.name.startswith("."):
                     continue
-                if _is_dir(entry):
+                if is_dir_entry(entry):
                     next_frontier.append((Path(entry.path), depth + 1))
         frontier = next_frontier
 
@@ -238,10 +238,3 @@ def locate_path(path: str | os.PathLike[str], *, recursive: bool = True) -> list
             return []
         return locate_dir(p, entries)
     return list(find_runs(p))
-
-
-def _is_dir(entry: os.DirEntry[str]) -> bool:
-    try:
-        return entry.is_dir()
-    except OSError:
-        return False

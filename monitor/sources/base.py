@@ -106,6 +106,22 @@ class Source(ABC):
         return self.location.key or self.path.name
 
 
+def is_file_entry(entry: os.DirEntry[str]) -> bool:
+    """A directory entry that is a regular file (False when it cannot be asked)."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
+def is_dir_entry(entry: os.DirEntry[str]) -> bool:
+    """A directory entry that is a directory (False when it cannot be asked)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
 def median_interval(times: Sequence[float]) -> float | None:
     """The one definition of a run's usual step interval: the median of the positive gaps
     between successive record times (None with fewer than 3 times)."""

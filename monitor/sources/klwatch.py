@@ -19,7 +19,14 @@ from types import EllipsisType
 from typing import Any
 
 from monitor.runlog import INFO_FILE, METRICS_FILE, SAMPLES_FILE
-from monitor.sources.base import RunLocation, Source, SourceRead, _stat_stamp, median_interval
+from monitor.sources.base import (
+    RunLocation,
+    Source,
+    SourceRead,
+    _stat_stamp,
+    is_dir_entry,
+    median_interval,
+)
 from monitor.sources.parse import Problem, decode_line, parse_pieces
 from monitor.sources.tail import (
     UTF8_BOM,
@@ -39,7 +46,7 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # JSON's escape of a UTF-
 def locate(directory: Path, entries: Sequence[os.DirEntry[str]]) -> list[RunLocation]:
     # Anything but a directory named metrics.jsonl makes a run: a FIFO or a device there is
     # then reported as the run's read error (it is never opened), not passed over unseen.
-    if any(e.name == METRICS_FILE and not _is_dir(e) for e in entries):
+    if any(e.name == METRICS_FILE and not is_dir_entry(e) for e in entries):
         return [RunLocation(FORMAT, directory)]
     return []
 
@@ -199,17 +206,3 @@ def _is_time(value: object) -> bool:
 def _is_step(record: dict[str, Any]) -> bool:
     step = record.get("step")
     return isinstance(step, int) and not isinstance(step, bool)
-
-
-def _is_file(entry: os.DirEntry[str]) -> bool:
-    try:
-        return entry.is_file()
-    except OSError:
-        return False
-
-
-def _is_dir(entry: os.DirEntry[str]) -> bool:
-    try:
-        return entry.is_dir()
-    except OSError:
-        return False

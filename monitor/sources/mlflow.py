@@ -17,7 +17,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from monitor.sources.base import RunLocation
+from monitor.sources.base import RunLocation, is_dir_entry, is_file_entry
 from monitor.sources.mlflow_files import (
     META_FILE,
     METRICS_DIR,
@@ -59,13 +59,13 @@ def locate(directory: Path, entries: Sequence[os.DirEntry[str]]) -> list[RunLoca
     if (
         meta is not None
         and metrics is not None
-        and _is_file(meta)
-        and _is_dir(metrics)
+        and is_file_entry(meta)
+        and is_dir_entry(metrics)
         and is_run_dir(directory)
     ):
         found.append(RunLocation(FORMAT, directory))
     for entry in entries:
-        if entry.name.endswith(DB_SUFFIX) and _is_file(entry):
+        if entry.name.endswith(DB_SUFFIX) and is_file_entry(entry):
             found.extend(locate_file(Path(entry.path)))
     return found
 
@@ -75,17 +75,3 @@ def locate_file(path: Path) -> list[RunLocation]:
     if not path.name.endswith(DB_SUFFIX):
         return []
     return [RunLocation(FORMAT, path, key=run_id) for run_id in run_ids(path)]
-
-
-def _is_file(entry: os.DirEntry[str]) -> bool:
-    try:
-        return entry.is_file()
-    except OSError:
-        return False
-
-
-def _is_dir(entry: os.DirEntry[str]) -> bool:
-    try:
-        return entry.is_dir()
-    except OSError:
-        return False

@@ -55,7 +55,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2
 
-from monitor.sources.base import RunLocation, Source, SourceRead
+from monitor.sources.base import RunLocation, Source, SourceRead, is_file_entry
 from monitor.sources.parse import ParsedBlock
 from monitor.sources.tail import open_regular
 from monitor.sources.tensorboard_events import (
@@ -105,7 +105,7 @@ IGNORED_GROWTH = "written to after a newer events file started: ignored, as Tens
 
 
 def locate(directory: Path, entries: Sequence[os.DirEntry[str]]) -> list[RunLocation]:
-    if any(e.name.startswith(EVENTS_PREFIX) and _is_file(e) for e in entries):
+    if any(e.name.startswith(EVENTS_PREFIX) and is_file_entry(e) for e in entries):
         return [RunLocation(FORMAT, directory)]
     return []
 
@@ -194,7 +194,9 @@ class TensorBoardSource(Source):
     def _list_files(self) -> list[str]:
         """Event file names in order; raises OSError if the directory cannot be listed."""
         with os.scandir(self.path) as it:
-            return sorted(e.name for e in it if e.name.startswith(EVENTS_PREFIX) and _is_file(e))
+            return sorted(
+                e.name for e in it if e.name.startswith(EVENTS_PREFIX) and is_file_entry(e)
+            )
 
     def _stat_files(self) -> Iterator[tuple[str, os.stat_result]]:
         try:
@@ -471,10 +473,3 @@ def _run_name(directory: Path) -> str:
     if directory.parent.name == "runs" and directory.parent.parent.name:
         return f"{directory.parent.parent.name}/{directory.name}"
     return directory.name
-
-
-def _is_file(entry: os.DirEntry[str]) -> bool:
-    try:
-        return entry.is_file()
-    except OSError:
-        return False

@@ -47,8 +47,13 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from monitor.sources.base import MAX_PROBLEMS_PER_READ, RunLocation, Source, SourceRead
-from monitor.sources.klwatch import _is_file
+from monitor.sources.base import (
+    MAX_PROBLEMS_PER_READ,
+    RunLocation,
+    Source,
+    SourceRead,
+    is_file_entry,
+)
 from monitor.sources.parse import (
     ParsedBlock,
     Problem,
@@ -102,7 +107,7 @@ class DatabaseBusy(OSError):
 def locate(directory: Path, entries: Sequence[os.DirEntry[str]]) -> list[RunLocation]:
     found: list[RunLocation] = []
     for entry in entries:
-        if entry.name.endswith(DB_SUFFIX) and _is_file(entry):
+        if entry.name.endswith(DB_SUFFIX) and is_file_entry(entry):
             found.extend(locate_file(Path(entry.path)))
     return found
 

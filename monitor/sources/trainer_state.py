@@ -23,8 +23,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monitor.sources.base import MAX_PROBLEMS_PER_READ, RunLocation, Source, SourceRead
-from monitor.sources.klwatch import _is_file
+from monitor.sources.base import (
+    MAX_PROBLEMS_PER_READ,
+    RunLocation,
+    Source,
+    SourceRead,
+    is_dir_entry,
+    is_file_entry,
+)
 from monitor.sources.parse import Problem, decode_line
 from monitor.sources.rows import RowMerger, as_step, numbers
 from monitor.sources.tail import open_regular
@@ -52,7 +58,7 @@ _CHECKPOINT_NAME = re.compile(re.escape(CHECKPOINT_PREFIX) + r"(\d+)")
 def locate(directory: Path, entries: Sequence[os.DirEntry[str]]) -> list[RunLocation]:
     if directory.name.startswith(CHECKPOINT_PREFIX):
         return []  # part of its output_dir's run
-    has_state = any(e.name == STATE_FILE and _is_file(e) for e in entries)
+    has_state = any(e.name == STATE_FILE and is_file_entry(e) for e in entries)
     if not has_state and _newest_checkpoint_state(entries) is None:
         return []
     if _has_tensorboard_events(directory, entries):
@@ -66,7 +72,7 @@ def _has_tensorboard_events(directory: Path, entries: Sequence[os.DirEntry[str]]
         return True
     try:
         with os.scandir(directory / TB_RUNS_DIR) as runs:
-            run_dirs = [Path(e.path) for e in runs if _is_dir(e)]
+            run_dirs = [Path(e.path) for e in runs if is_dir_entry(e)]
     except OSError:
         return False
     for run_dir in run_dirs:
@@ -84,20 +90,13 @@ def _newest_checkpoint_state(entries: Sequence[os.DirEntry[str]] | list[Any]) ->
     numbered: list[tuple[int, str]] = []
     for e in entries:
         match = _CHECKPOINT_NAME.fullmatch(e.name)
-        if match and _is_dir(e):
+        if match and is_dir_entry(e):
             numbered.append((int(match.group(1)), e.path))
     for _, path in sorted(numbered, reverse=True):
         candidate = Path(path) / STATE_FILE
         if candidate.is_file():
             return candidate
     return None
-
-
-def _is_dir(entry: os.DirEntry[str]) -> bool:
-    try:
-        return entry.is_dir()
-    except OSError:
-        return False
 
 
 class TrainerStateSource(Source):

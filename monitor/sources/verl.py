@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from monitor.runlog import METRICS_FILE, SAMPLES_FILE
-from monitor.sources.base import RunLocation, Source, SourceRead, _stat_stamp
-from monitor.sources.klwatch import _is_file, _is_step, newest_records
+from monitor.sources.base import RunLocation, Source, SourceRead, _stat_stamp, is_file_entry
+from monitor.sources.klwatch import _is_step, newest_records
 from monitor.sources.parse import Problem, decode_line, parse_pieces
 from monitor.sources.tail import UTF8_BOM, FileTail, foreign_encoding_problem, open_regular
 
@@ -43,7 +43,7 @@ def locate(directory: Path, entries: Sequence[os.DirEntry[str]]) -> list[RunLoca
     return [
         RunLocation(FORMAT, Path(e.path))
         for e in entries
-        if _is_candidate_name(e.name) and _is_file(e) and is_verl_file(Path(e.path))
+        if _is_candidate_name(e.name) and is_file_entry(e) and is_verl_file(Path(e.path))
     ]
 
 
