@@ -22,7 +22,7 @@ from pathlib import Path
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from monitor.dashboard import auth, charts, views
+from monitor.dashboard import auth, charts, live_api, live_component, views
 from monitor.dashboard.render_cache import RenderCache
 from monitor.dashboard.run_view import AlertTally, HealthRow, RunSummary, RunView
 from monitor.dashboard.store import RunStore
@@ -86,12 +86,14 @@ def login_gate() -> None:
         st.error(policy.problem)
         st.stop()
     if not st.user.get("is_logged_in", False):  # absent (no identity cookie) = logged out
+        live_api.revoke(live_component.session_id())  # its live charts lose their rows
         st.title("klwatch")
         st.write("This dashboard is shared with a team: log in to see its runs.")
         st.button("Log in", on_click=st.login, key="login")
         st.stop()
     email = st.user.get("email")
     if not auth.user_allowed(policy, email if isinstance(email, str) else None):
+        live_api.revoke(live_component.session_id())
         st.error(f"{views.escape_markdown(email or 'This account')} may not view this dashboard.")
         st.button("Log out", on_click=st.logout, key="logout")
         st.stop()
@@ -258,11 +260,12 @@ def chart_options() -> charts.ChartOptions:
     return charts.ChartOptions(log_y=bool(st.session_state.get("log_y")), smoothing=smoothing)
 
 
-def run_page(store: RunStore, run_id: str) -> None:
+def run_page(store: RunStore, run_id: str) -> bool:
+    """Draw a run's page; True when its live charts follow the run themselves (no ticker)."""
     view = store.view(run_id)
     if view is None:
         st.error(f"Run {views.escape_markdown(run_id)} is no longer among the discovered runs.")
-        return
+        return False
     data = view.data
     st.header(views.escape_markdown(view.name), anchor=False)
     st.caption(views.escape_markdown(views.run_header(view)))
@@ -274,21 +277,48 @@ def run_page(store: RunStore, run_id: str) -> None:
             "the read goes on in the background."
         )
     health_banner(view)
+    following = False
     if data.n_rows == 0 and view.skipped:
         st.info("No readable record: no charts. The Problems tab lists the skipped lines.")
     elif data.n_rows == 0:
         st.info("No records yet: the charts appear with the first step.")
+    elif live_api.mounted():
+        live_run_charts(store, view)
+        following = True
     else:
         run_charts(view)
     run_tabs(view)
+    return following
 
 
-def run_charts(view: RunView) -> None:
-    options = chart_options()
+def picked_series(view: RunView) -> tuple[str, ...]:
     extras = charts.extra_series_names(view.data.names)
     # Keep URL-chosen series the run does not have out of the widget (it would reject them).
     st.session_state["series"] = [s for s in st.session_state.get("series", []) if s in extras]
-    extra = tuple(st.session_state["series"])
+    return tuple(st.session_state["series"])
+
+
+def live_run_charts(store: RunStore, view: RunView) -> None:
+    """The live path: canvas charts that take new rows from klwatch's endpoint, no rerun
+    per row (monitor/dashboard/live_api.py; docs/dashboard.md, "The live path")."""
+    options = chart_options()
+    extras = charts.extra_series_names(view.data.names)
+    extra = picked_series(view)
+    if extras:
+        st.multiselect("Other series", extras, key="series", placeholder="lengths, losses …")
+    live_component.live_charts(
+        store, view, options, extra, paused=bool(st.session_state.get("paused"))
+    )
+    not_logged = views.health_not_logged(view.health)
+    if not_logged:
+        st.caption(views.escape_markdown(not_logged))
+
+
+def run_charts(view: RunView) -> None:
+    """The fallback path (no live endpoint): plotly figures redrawn by a Streamlit rerun."""
+    options = chart_options()
+    extras = charts.extra_series_names(view.data.names)
+    extra = picked_series(view)
     health = view.health
     key = (
         view.run_id,
@@ -542,17 +572,20 @@ def page() -> None:
         st.info("No runs found under " + views.escape_markdown(", ".join(config.roots)))
     top_left, top_right = st.columns([3, 1])
     top_right.toggle("Pause live updates", key="paused")
+    following = False  # the run page's live charts poll for themselves
     try:
         if len(shown) >= 2:
             compare_page(store, shown)
         elif shown:
-            run_page(store, shown[0])
+            following = run_page(store, shown[0])
     except Exception as e:  # the sidebar stays usable when one run cannot be drawn
         show_error(", ".join(shown), e)
     save_url_state(shown if shown else list(st.session_state.get("missing_runs", [])))
     st.session_state["_rendered"] = render_keys(store, shown)
     st.session_state["_rendered_at"] = time.monotonic()
     st.session_state["_sidebar"] = (views.sidebar_key(summaries.values()), store.root_problems)
+    if following:
+        return  # no ticker: the live charts ask for a rerun when the page must change
     with top_left:
         # Inside a full run the page is being drawn anyway: the ticker must not rerun it.
         st.session_state["_full_run"] = True
@@ -592,4 +625,7 @@ def record_timing(seconds: float) -> None:
         f.write(line + "\n")
 
 
-main()
+if __name__ == "__main__":  # Streamlit runs this file as a script, once per page run
+    main()
+else:  # `streamlit run app.py` first imports it to find the server: klwatch's routes
+    app = st.App(__file__, routes=live_api.routes())

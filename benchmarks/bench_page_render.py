@@ -41,6 +41,8 @@ PAGES = (
     ("live, a step every 5 s", "bench/slow"),
     ("live, 10 Hz", "bench/live"),
 )
+# A drawn chart: the live path's canvas (uPlot) or the fallback's plotly chart.
+CHART = ".kw-live canvas, .js-plotly-plot"
 METRICS = ("TaskDuration", "ScriptDuration", "LayoutDuration", "RecalcStyleDuration")
 
 
@@ -116,7 +118,7 @@ def main() -> None:
                 for label, run_id in PAGES:
                     page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
                     page.goto(f"{url}/?run={run_id}")
-                    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+                    page.locator(CHART).first.wait_for(timeout=60_000)
                     time.sleep(args.settle)
                     results[label] = profile(page, args.seconds)
                     page.context.close()

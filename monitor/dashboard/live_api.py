@@ -1,0 +1,306 @@
+"""The live endpoint: a page following a run polls it for rows, with no Streamlit rerun.
+
+Why: a Streamlit rerun re-renders the page's whole React tree and a changed plotly chart is
+rebuilt from scratch, which kept a viewer's browser 40–68 % busy following a 10 Hz run
+(docs/benchmarks.md, "The live page"). Here the page's live charts (static/live_charts.js)
+ask `GET <base>/klwatch/live?token=…&run=…&have=<version>` twice a second; the answer is a
+few bytes when nothing changed, and the downsampled series when the run did. A Streamlit
+rerun happens only when what a person must see at once changed — an alert, a status, the
+run list — which the answer's `page` key says.
+
+Access: the endpoint serves only what the page that minted the token may show. A token is
+minted by a Streamlit session after the login gate (`grant`), names that session's run store
+(its allow-listed roots), dies with the session, and is revoked when the gate refuses it.
+
+Mounted by app.py through `st.App(routes=routes())` (`streamlit run app.py`, `make run` and
+`klwatch serve` all run it that way). Where the routes are not mounted — app.py run by
+Streamlit's AppTest, or embedded without st.App — `mounted()` is False and the page falls
+back to plotly charts redrawn by a Streamlit fragment (docs/dashboard.md, "The live path").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+
+from monitor.dashboard import charts, views
+from monitor.dashboard.downsample import downsample_indices
+from monitor.dashboard.render_cache import RenderCache
+from monitor.dashboard.run_view import RunView
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import BaseRoute
+
+    from monitor.dashboard.store import RunStore
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+# The files the app serves itself (never a CDN): the chart library and the page's script.
+STATIC_FILES = {
+    "uPlot.iife.min.js": "text/javascript",
+    "uPlot.min.css": "text/css",
+}
+LIVE_BUDGET = 2000  # points per series sent to a live chart: ~2 per pixel of a wide chart
+MAX_SERIES = 64  # series one request may ask for
+_lock = threading.Lock()
+_mounted = False
+
+
+@dataclass(frozen=True)
+class Grant:
+    store: RunStore
+    session_id: str
+
+
+_grants: dict[str, Grant] = {}
+
+
+def _session_alive(session_id: str) -> bool:
+    from streamlit.runtime import Runtime
+
+    return Runtime.exists() and Runtime.instance().is_active_session(session_id)
+
+
+# Tests swap this for a fake (there is no Streamlit runtime in a unit test).
+session_alive: Callable[[str], bool] = _session_alive
+
+
+def grant(store: RunStore, session_id: str) -> str:
+    """The token a session's page uses to poll `store` (one per session and store)."""
+    with _lock:
+        for token, g in _grants.items():
+            if g.session_id == session_id and g.store is store:
+                return token
+        token = secrets.token_urlsafe(24)
+        _grants[token] = Grant(store, session_id)
+        return token
+
+
+def revoke(session_id: str) -> None:
+    """Forget every token of a session (the login gate refused it)."""
+    with _lock:
+        for token in [t for t, g in _grants.items() if g.session_id == session_id]:
+            del _grants[token]
+
+
+def _lookup(token: str) -> Grant | None:
+    with _lock:
+        found = _grants.get(token)
+        if found is not None and not session_alive(found.session_id):
+            del _grants[token]  # the session ended: its page is gone
+            return None
+        return found
+
+
+def mounted() -> bool:
+    """True once the endpoint's routes were built for this server process."""
+    return _mounted
+
+
+def base_path() -> str:
+    """The server's URL prefix ("" or "/team/klwatch"): user routes are not put under
+    `server.baseUrlPath` by Streamlit, so klwatch puts its own there."""
+    from streamlit import config
+
+    base = str(config.get_option("server.baseUrlPath") or "").strip("/")
+    return f"/{base}" if base else ""
+
+
+def live_url() -> str:
+    return f"{base_path()}/klwatch/live"
+
+
+def static_url(name: str) -> str:
+    return f"{base_path()}/klwatch/static/{name}"
+
+
+# -- what a page compares -----------------------------------------------------------------
+
+
+def _digest(value: object) -> str:
+    return hashlib.blake2b(repr(value).encode(), digest_size=8).hexdigest()
+
+
+def data_version(store: RunStore, run_id: str) -> str | None:
+    pulse = store.pulse(run_id)
+    return None if pulse is None else _digest(pulse.version)
+
+
+def page_key(store: RunStore, run_ids: Sequence[str]) -> str:
+    """What must make a Streamlit rerun when it changes: each shown run's alert tallies and
+    status, and the sidebar (every run's status and alerts, the run list, root problems).
+    New rows alone never do: the live charts take them from this endpoint."""
+    shown = [views.render_key(p)[1] for r in run_ids if (p := store.pulse(r)) is not None]
+    sidebar = views.sidebar_key(store.summaries_cached())
+    return _digest((shown, sidebar, store.root_problems))
+
+
+# -- the rows -------------------------------------------------------------------------------
+
+
+_payloads: RenderCache[bytes] = RenderCache(max_entries=64)
+
+
+def resolve_column(view: RunView, key: str) -> np.ndarray:
+    """A series as the charts draw it: β from the config when the run does not log it,
+    total reward computed as score − β·KL when not logged, NaN for what the run lacks."""
+    data = view.data
+    if key in data.columns:
+        return np.asarray(data.columns[key], dtype=np.float64)
+    if key == "beta" and view.meaning.beta is not None:
+        return np.full(data.n_rows, float(view.meaning.beta))
+    if key == "reward_total":
+        beta = resolve_column(view, "beta")
+        return charts.reward_total(data.column("reward_mean"), beta, data.column("kl_mean"))
+    return np.full(data.n_rows, np.nan)
+
+
+def rows_payload(
+    view: RunView, keys: Sequence[str], smoothing: float, budget: int = LIVE_BUDGET
+) -> bytes:
+    """The series of `keys` on one shared x (what uPlot draws): every series reduced by M4
+    to `budget` points, the union of their picks kept, so each keeps its spikes. With
+    smoothing, the debiased EMA of the full-resolution series at the same points. Also, per
+    series, how many values ≤ 0 a log axis cannot draw (for the note under a log chart)."""
+    steps = view.data.steps
+    columns = {key: resolve_column(view, key) for key in keys}
+    if steps.size > budget:
+        picks = [downsample_indices(steps, col, budget) for col in columns.values()]
+        idx = np.unique(np.concatenate(picks)) if picks else np.arange(0)
+    else:
+        idx = np.arange(steps.size)
+    body: dict[str, Any] = {
+        "x": steps[idx].astype(np.float64),
+        "series": {key: col[idx] for key, col in columns.items()},
+        "nonpositive": {key: int(np.count_nonzero(col <= 0)) for key, col in columns.items()},
+        "rows": int(steps.size),
+        "last_step": view.data.last_step,
+    }
+    if smoothing > 0:
+        body["smooth"] = {
+            key: charts.ema_smooth(col, smoothing)[idx] for key, col in columns.items()
+        }
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _cached_rows(
+    store: RunStore, run_id: str, version: str, keys: tuple[str, ...], smoothing: float
+) -> bytes | None:
+    def build() -> bytes:
+        view = store.view(run_id)
+        return b"null" if view is None else rows_payload(view, keys, smoothing)
+
+    # Every viewer of one run version with one set of options shares one build.
+    return _payloads.get((run_id, version, keys, smoothing), build)
+
+
+@dataclass(frozen=True)
+class LiveQuery:
+    token: str
+    run: str
+    have: str
+    keys: tuple[str, ...]
+    smoothing: float
+
+
+class BadQuery(ValueError):
+    pass
+
+
+def parse_query(params: Any) -> LiveQuery:
+    """The request's parameters, checked: a clear 400 names the bad one."""
+    token = params.get("token") or ""
+    run = params.get("run") or ""
+    if not token:
+        raise BadQuery("token is missing")
+    if not run:
+        raise BadQuery("run is missing")
+    keys = tuple(k for k in (params.get("series") or "").split(",") if k)
+    if len(keys) > MAX_SERIES:
+        raise BadQuery(f"series: at most {MAX_SERIES} names, got {len(keys)}")
+    try:
+        smoothing = float(params.get("smooth") or 0.0)
+    except ValueError:
+        raise BadQuery("smooth must be a number") from None
+    if not (math.isfinite(smoothing) and 0.0 <= smoothing < 1.0):
+        raise BadQuery("smooth must be in [0, 1)")
+    return LiveQuery(token, run, params.get("have") or "", keys, smoothing)
+
+
+def answer(store: RunStore, query: LiveQuery, seen: Sequence[str] = ()) -> bytes:
+    """The endpoint's JSON: the run's version, status, last write, the page key, and the
+    rows when the caller's version (`have`) is not the current one."""
+    store.refresh(query.run)  # cheap unless the watcher saw a write or a poll is due
+    pulse = store.pulse(query.run)
+    if pulse is None:
+        return orjson.dumps({"run": query.run, "loaded": False})
+    version = _digest(pulse.version)
+    head = {
+        "run": query.run,
+        "loaded": True,
+        "version": version,
+        "status": pulse.status,
+        "live": pulse.live,
+        "age": pulse.seconds_since_write,
+        "page": page_key(store, [query.run, *seen]),
+    }
+    if query.have != version:
+        rows = _cached_rows(store, query.run, version, query.keys, query.smoothing)
+        head["data"] = orjson.Fragment(rows or b"null")
+    return orjson.dumps(head)
+
+
+# -- HTTP -------------------------------------------------------------------------------------
+
+
+def _live(request: Request) -> Response:
+    from starlette.responses import JSONResponse, Response
+
+    try:
+        query = parse_query(request.query_params)
+    except BadQuery as e:
+        return JSONResponse({"error": str(e)}, status_code=400)
+    found = _lookup(query.token)
+    if found is None:
+        # The page reloads itself on 401: a new session, its login gate, a new token.
+        return JSONResponse({"error": "token unknown or expired"}, status_code=401)
+    store = found.store
+    if store.entry(query.run) is None:
+        return JSONResponse({"error": f"no run {query.run!r} under this dashboard's roots"}, 404)
+    body = answer(store, query)
+    return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+def _static(request: Request) -> Response:
+    from starlette.responses import FileResponse, PlainTextResponse
+
+    name = request.path_params["name"]
+    kind = STATIC_FILES.get(name)
+    if kind is None:
+        return PlainTextResponse("not found", status_code=404)
+    path = STATIC_DIR / "uplot" / name
+    # Versioned by the pinned uPlot release: a browser may keep it for a day.
+    return FileResponse(path, media_type=kind, headers={"Cache-Control": "max-age=86400"})
+
+
+def routes() -> list[BaseRoute]:
+    """The endpoint's routes under the server's base path, for `st.App(routes=…)`."""
+    from starlette.routing import Route
+
+    global _mounted
+    _mounted = True
+    base = base_path()
+    return [
+        Route(f"{base}/klwatch/live", _live, methods=["GET"]),
+        Route(f"{base}/klwatch/static/{{name}}", _static, methods=["GET"]),
+    ]
