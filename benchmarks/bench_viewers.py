@@ -63,6 +63,8 @@ WATCH_FOR_TEXT = """(text) => {
   observer.observe(document.body, {subtree: true, childList: true, characterData: true});
   check();
 }"""
+# A drawn chart: the live path's canvas (uPlot) or the fallback's plotly chart.
+CHART = ".kw-live canvas, .js-plotly-plot"
 HEALTHY = {"kl_mean": 0.05, "kl_max": 0.15, "beta": 0.1, "reward_mean": 0.5}
 DIVERGED = {**HEALTHY, "kl_mean": math.nan}
 
@@ -175,12 +177,21 @@ def open_pages(browser, url: str, run_ids: list[str]) -> tuple[list, list[float]
         t0 = time.monotonic()
         page.goto(f"{url}/?run={rid}")
         try:
-            page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
+            page.locator(CHART).first.wait_for(timeout=30_000)
             open_times.append(time.monotonic() - t0)
         except Exception:
             failed += 1
         pages.append(page)
     return pages, open_times, failed
+
+
+def blank_page(page) -> bool:
+    """The viewer lost its run: the fallback's ticker has no data, or the live charts never
+    got an answer from the endpoint."""
+    return bool(
+        page.get_by_text("no data yet").count()
+        or page.locator(".kw-status-text", has_text="connecting").count()
+    )
 
 
 def server_timings(path: Path, kind: str) -> list[float]:
@@ -238,7 +249,7 @@ def measure(args: argparse.Namespace, url: str, server: psutil.Process, live: Li
             page.get_by_text("bench/run002", exact=False).first.click()
             page.get_by_role("heading", name="run002").first.wait_for(timeout=30_000)
             switch = time.monotonic() - t0
-        blank = sum(1 for pg in pages if pg.get_by_text("no data yet").count() > 0)
+        blank = sum(1 for pg in pages if blank_page(pg))
         browser.close()
     return {
         "server_open": server_timings(timings, "open"),

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,10 @@ SERVER_START_TIMEOUT_S = 60.0
 # timed over many episodes by benchmarks/bench_alert_latency.py, not asserted here.
 ALERT_TIMEOUT_S = 30.0
 STEP_INTERVAL_S = 0.1
+# The run page's live charts (monitor/dashboard/static/live_charts.js): the KL chart's card
+# and the live status line ("● live · step 1,234 · updated 0.1 s ago").
+KL_CHART = '.kw-card[data-chart="kl"]'
+LIVE_STATUS = ".kw-status-text"
 
 from playwright import sync_api  # noqa: E402
 
@@ -109,8 +113,14 @@ def live_writer(tmp_path: Path) -> Iterator[LiveWriter]:
 
 
 @contextlib.contextmanager
-def streamlit_server(root: Path, *more_roots: Path) -> Iterator[str]:
-    """`streamlit run app.py` on a free 127.0.0.1 port; killed (whole group) at the end."""
+def streamlit_server(
+    root: Path,
+    *more_roots: Path,
+    flags: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> Iterator[str]:
+    """`streamlit run app.py` on a free 127.0.0.1 port; killed (whole group) at the end.
+    `flags`: more Streamlit options (`--theme.base dark`); `env`: more environment."""
     port = free_port()
     log_path = ARTIFACTS / "streamlit-server.log"
     ARTIFACTS.mkdir(exist_ok=True)
@@ -120,10 +130,11 @@ def streamlit_server(root: Path, *more_roots: Path) -> Iterator[str]:
         "--server.address", "127.0.0.1",
         "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
+        *flags,
         "--", "--root", str(root),
         *(arg for extra in more_roots for arg in ("--root", str(extra))),
     ]  # fmt: skip
-    env = {**os.environ, "KLWATCH_ROOTS": ""}
+    env = {**os.environ, "KLWATCH_ROOTS": "", **(env or {})}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -190,18 +201,19 @@ def test_kl_chart_renders_and_a_nan_alert_appears_live(
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))  # type: ignore[attr-defined]
     page.goto(f"{server}/?run=runs/live")  # type: ignore[attr-defined]
-    kl_chart = page.locator(".js-plotly-plot").first  # type: ignore[attr-defined]
+    kl_chart = page.locator(KL_CHART)  # type: ignore[attr-defined]
     expect(kl_chart).to_be_visible(timeout=30_000)
     expect(kl_chart).to_contain_text("KL divergence", timeout=10_000)
-    expect(kl_chart.locator("g.trace.scatter").first).to_be_attached()
+    expect(kl_chart.locator("canvas").first).to_be_attached()
     banner = page.get_by_text("Healthy", exact=False).first  # type: ignore[attr-defined]
     expect(banner).to_be_visible(timeout=10_000)
 
     # The page follows the writer by itself: the step count grows without a reload.
     page.evaluate("window.__klwatch_marker = 42")  # type: ignore[attr-defined]
-    caption = page.get_by_text("steps · last step").first  # type: ignore[attr-defined]
-    before = caption.inner_text()
-    expect(caption).not_to_have_text(before, timeout=10_000)
+    status = page.locator(LIVE_STATUS)  # type: ignore[attr-defined]
+    expect(status).to_contain_text("step", timeout=10_000)
+    before = status.inner_text()
+    expect(status).not_to_have_text(before, timeout=10_000)
 
     live_writer.inject_nan()
     alert = page.get_by_text("kl_nonfinite").first  # type: ignore[attr-defined]
@@ -211,7 +223,7 @@ def test_kl_chart_renders_and_a_nan_alert_appears_live(
     latency = seen_at - live_writer.nan_written_at
     assert page.evaluate("window.__klwatch_marker") == 42  # type: ignore[attr-defined]
     expect(page.get_by_text("Critical").first).to_be_visible()  # type: ignore[attr-defined]
-    expect(kl_chart).to_contain_text("critical alerts")
+    expect(kl_chart).to_contain_text("kl_nonfinite (critical)")  # its lane on the KL chart
     print(f"NaN written → alert on screen: {latency:.2f} s")
     # A dashboard on an internal network makes no outside requests (icons, fonts, CDNs).
     outside = [u for u in requested if not u.startswith((server, "data:", "blob:"))]
@@ -295,9 +307,9 @@ def test_live_trl_run_appears_and_grows_on_the_page(tmp_path: Path, page: object
             (location,) = locations
             run_id = "runs/" + location.path.relative_to(root).as_posix()
             page.goto(f"{url}/?run={run_id}")  # type: ignore[attr-defined]
-            caption = page.get_by_text("steps · last step").first  # type: ignore[attr-defined]
-            sync_api.expect(caption).to_be_visible(timeout=60_000)
-            chart = page.locator(".js-plotly-plot").first  # type: ignore[attr-defined]
+            caption = page.locator(LIVE_STATUS)  # type: ignore[attr-defined]
+            sync_api.expect(caption).to_contain_text("step", timeout=60_000)
+            chart = page.locator(KL_CHART)  # type: ignore[attr-defined]
             sync_api.expect(chart).to_contain_text("mean per token, k3", timeout=10_000)
             source = open_source(location)
             on_disk: dict[int, float] = {}
@@ -311,7 +323,9 @@ def test_live_trl_run_appears_and_grows_on_the_page(tmp_path: Path, page: object
                 if last_disk is not None:
                     on_disk.setdefault(last_disk, time.monotonic())
                 text = caption.inner_text()
-                shown = int(text.rsplit("last step", 1)[1].split()[0].replace(",", ""))
+                if " step " not in text:
+                    continue
+                shown = int(text.split(" step ", 1)[1].split()[0].replace(",", ""))
                 on_screen.setdefault(shown, time.monotonic())
                 time.sleep(0.05)
             # Per step on disk: until the page first showed that step or a later one (a

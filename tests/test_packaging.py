@@ -105,6 +105,8 @@ def test_the_wheel_ships_the_dashboard_and_no_torch(installed: Installed) -> Non
     assert {n for n in names if n.startswith("klwatch_app/")} == APP_FILES
     assert "trainer/assets/policy.pt" in names
     assert "monitor/cli.py" in names and "monitor/sources/tensorboard.py" in names
+    assert "monitor/dashboard/static/live_charts.js" in names
+    assert "monitor/dashboard/static/uplot/uPlot.iife.min.js" in names
     assert not any(n.startswith(("tests/", "benchmarks/", "tools/")) for n in names)
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     base = [line for line in requires if "extra ==" not in line]
@@ -213,3 +215,7 @@ def test_klwatch_serve_answers_on_localhost_from_any_directory(
     text = log.read_text(errors="replace")
     assert body == b"ok", f"no health answer in {SERVE_TIMEOUT_S} s\n{text}"
     assert f"http://127.0.0.1:{port}" in text  # bound to localhost, as the shipped config says
+    # klwatch's own routes are mounted (st.App) and serve the shipped chart library.
+    url = f"http://127.0.0.1:{port}/klwatch/static/uPlot.iife.min.js"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        assert response.status == 200 and b"uPlot" in response.read(4000)

@@ -23,7 +23,7 @@ EXCEPTION = '[data-testid="stException"]'
 def wait_for_charts(page: Any) -> None:
     """Until the KL chart is drawn; a page that shows a traceback instead ends the tool
     (never commit a picture of an exception as "the page")."""
-    page.locator(f".js-plotly-plot, {EXCEPTION}").first.wait_for(timeout=60_000)
+    page.locator(f".kw-live canvas, .js-plotly-plot, {EXCEPTION}").first.wait_for(timeout=60_000)
     broken = page.locator(EXCEPTION)
     if broken.count():
         raise SystemExit(f"the page shows an exception:\n{broken.first.inner_text()}")
