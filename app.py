@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 
 import streamlit as st
+from streamlit.components.v2.types import ComponentRenderer
 from streamlit.delta_generator import DeltaGenerator
 
-from monitor.dashboard import auth, charts, live_api, live_component, views
+from monitor.dashboard import auth, charts, live_api, views
 from monitor.dashboard.render_cache import RenderCache
 from monitor.dashboard.run_view import AlertTally, HealthRow, RunSummary, RunView
 from monitor.dashboard.store import RunStore
@@ -70,6 +71,29 @@ def get_figure_cache() -> RenderCache[charts.Figures]:
     return RenderCache()
 
 
+@st.cache_resource(show_spinner=False)
+def live_charts_component() -> ComponentRenderer:
+    """The run page's live charts (monitor/dashboard/static/live_charts.js), registered once."""
+    code = live_api.component_code()
+    return st.components.v2.component(
+        "klwatch.live_charts", html=code["html"], css=code["css"], js=code["js"]
+    )
+
+
+def session_id() -> str:
+    """This viewer's Streamlit session: the live endpoint's tokens belong to it."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else ""
+
+
+def session_alive(session_id: str) -> bool:
+    from streamlit import runtime
+
+    return runtime.exists() and runtime.get_instance().is_active_session(session_id)
+
+
 def read_secrets() -> dict[str, dict[str, object]]:
     try:
         return {key: dict(value) for key, value in st.secrets.items() if hasattr(value, "items")}
@@ -86,14 +110,14 @@ def login_gate() -> None:
         st.error(policy.problem)
         st.stop()
     if not st.user.get("is_logged_in", False):  # absent (no identity cookie) = logged out
-        live_api.revoke(live_component.session_id())  # its live charts lose their rows
+        live_api.revoke(session_id())  # its live charts lose their rows
         st.title("klwatch")
         st.write("This dashboard is shared with a team: log in to see its runs.")
         st.button("Log in", on_click=st.login, key="login")
         st.stop()
     email = st.user.get("email")
     if not auth.user_allowed(policy, email if isinstance(email, str) else None):
-        live_api.revoke(live_component.session_id())
+        live_api.revoke(session_id())
         st.error(f"{views.escape_markdown(email or 'This account')} may not view this dashboard.")
         st.button("Log out", on_click=st.logout, key="logout")
         st.stop()
@@ -306,9 +330,16 @@ def live_run_charts(store: RunStore, view: RunView) -> None:
     extra = picked_series(view)
     if extras:
         st.multiselect("Other series", extras, key="series", placeholder="lengths, losses …")
-    live_component.live_charts(
-        store, view, options, extra, paused=bool(st.session_state.get("paused"))
+    data = live_api.component_data(
+        store,
+        view,
+        options,
+        extra,
+        session_id=session_id(),
+        paused=bool(st.session_state.get("paused")),
     )
+    # Keyed: its DOM (and charts) live across reruns; it asks for one ("page") itself.
+    live_charts_component()(key="live_charts", data=data, on_page_change=lambda: None)
     not_logged = views.health_not_logged(view.health)
     if not_logged:
         st.caption(views.escape_markdown(not_logged))
@@ -628,4 +659,6 @@ def record_timing(seconds: float) -> None:
 if __name__ == "__main__":  # Streamlit runs this file as a script, once per page run
     main()
 else:  # `streamlit run app.py` first imports it to find the server: klwatch's routes
-    app = st.App(__file__, routes=live_api.routes())
+    app = st.App(
+        __file__, routes=live_api.routes(st.get_option("server.baseUrlPath"), session_alive)
+    )

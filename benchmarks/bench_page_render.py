@@ -46,22 +46,49 @@ CHART = ".kw-live canvas, .js-plotly-plot"
 METRICS = ("TaskDuration", "ScriptDuration", "LayoutDuration", "RecalcStyleDuration")
 
 
-def live_writer(run_dir: Path, period_s: float = 0.1) -> threading.Event:
-    """A run that gets a step every `period_s` (RunWriter: run.json says running)."""
+def live_writer(run_dir: Path, period_s: float = 0.1) -> tuple[threading.Event, dict[int, float]]:
+    """A run that gets a step every `period_s` (RunWriter: run.json says running); returns
+    its stop event and when each step was written (wall clock, ms)."""
     writer = RunWriter(run_dir, name=run_dir.name)
     for step in range(300):
         writer.log(step, **HEALTHY)
     stop = threading.Event()
+    written: dict[int, float] = {}
 
     def loop() -> None:
         step = 300
         while not stop.wait(period_s):
             writer.log(step, **HEALTHY)
+            written[step] = time.time() * 1000
             step += 1
         writer.close()
 
     threading.Thread(target=loop, daemon=True).start()
-    return stop
+    return stop, written
+
+
+# When the live charts drew which step ([wall ms, last step], live_charts.js keeps them).
+DRAWS = """() => {
+  for (const host of document.querySelectorAll('*')) {
+    const page = host.shadowRoot && host.shadowRoot.__klwatchLive;
+    if (page) return page.draws;
+  }
+  return [];
+}"""
+
+
+def step_latencies(
+    draws: list[list[float]], written: dict[int, float], since_ms: float
+) -> list[float]:
+    """Per step written after `since_ms`: seconds until a redraw showed it (or a later step)."""
+    out = []
+    for step, at in sorted(written.items()):
+        if at < since_ms:
+            continue
+        shown = [t for t, drawn in draws if drawn is not None and drawn >= step and t >= at]
+        if shown:
+            out.append((min(shown) - at) / 1000)
+    return out
 
 
 def profile(page: Any, seconds: float) -> dict[str, Any]:
@@ -108,8 +135,12 @@ def main() -> None:
         root = Path(tmp) / "bench"
         for i in range(args.runs):
             write_run(root / f"run{i:03d}", 2000, written_s_ago=3600)
-        writers = [live_writer(root / "live"), live_writer(root / "slow", SLOW_PERIOD_S)]
+        (stop_live, written), (stop_slow, _) = (
+            live_writer(root / "live"),
+            live_writer(root / "slow", SLOW_PERIOD_S),
+        )
         results = {}
+        latencies: list[float] = []
         try:
             with streamlit_server([root]) as (url, _proc), sync_playwright() as p:
                 browser = p.chromium.launch(
@@ -120,12 +151,15 @@ def main() -> None:
                     page.goto(f"{url}/?run={run_id}")
                     page.locator(CHART).first.wait_for(timeout=60_000)
                     time.sleep(args.settle)
+                    since = time.time() * 1000
                     results[label] = profile(page, args.seconds)
+                    if run_id == "bench/live":
+                        latencies = step_latencies(page.evaluate(DRAWS), dict(written), since)
                     page.context.close()
                 browser.close()
         finally:
-            for stop in writers:
-                stop.set()
+            stop_live.set()
+            stop_slow.set()
     print(f"one page, {args.runs} runs in the sidebar, {args.seconds:g} s; % of one core")
     print(f"{'page':22s} {'busy':>6s} {'script':>7s} {'layout':>7s} {'style':>6s}")
     for label, r in results.items():
@@ -139,6 +173,16 @@ def main() -> None:
     for label, r in results.items():
         parts = ", ".join(f"{name} {pct:.0f}%" for name, pct in r["bundles"])
         print(f"{label}: script self time by bundle: {parts}")
+    if latencies:
+        latencies.sort()
+        p50 = latencies[len(latencies) // 2]
+        p95 = latencies[int(0.95 * (len(latencies) - 1))]
+        print(
+            f"10 Hz: step written → drawn on the live charts, {len(latencies)} steps: "
+            f"p50 {p50:.2f} s, p95 {p95:.2f} s, max {latencies[-1]:.2f} s (goal ≤ 1.5 s)"
+        )
+    else:
+        print("10 Hz: no draw history (the fallback's plotly charts): step latency not timed")
 
 
 if __name__ == "__main__":

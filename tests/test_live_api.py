@@ -31,10 +31,10 @@ ALIVE: set[str] = set()
 def fake_sessions(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No Streamlit runtime in a unit test: sessions are alive while in ALIVE."""
     ALIVE.clear()
-    monkeypatch.setattr(live_api, "session_alive", lambda sid: sid in ALIVE)
-    # routes() marks the endpoint mounted for the process: AppTest tests in this worker
-    # must keep seeing the fallback path.
-    monkeypatch.setattr(live_api, "_mounted", False)
+    # routes() sets the process's endpoint (mounted, base path, session check): AppTest
+    # tests in this worker must keep seeing the fallback path.
+    for name in ("_mounted", "_base", "session_alive"):
+        monkeypatch.setattr(live_api, name, getattr(live_api, name))
     yield
     with live_api._lock:
         live_api._grants.clear()
@@ -49,9 +49,13 @@ def store(tmp_path: Path) -> Iterator[RunStore]:
     s.close()
 
 
+def alive(session_id: str) -> bool:
+    return session_id in ALIVE
+
+
 @pytest.fixture
 def client() -> TestClient:
-    return TestClient(Starlette(routes=live_api.routes()))
+    return TestClient(Starlette(routes=live_api.routes("", alive)))
 
 
 def session(store: RunStore, sid: str = "s1") -> str:
@@ -115,11 +119,8 @@ def test_bad_parameters_are_named(
     assert code == 400 and word in body["error"]
 
 
-def test_base_url_path_prefixes_the_routes(monkeypatch: pytest.MonkeyPatch) -> None:
-    from streamlit import config
-
-    monkeypatch.setattr(config, "get_option", lambda name: "/team/klwatch/")
-    paths = [getattr(r, "path", "") for r in live_api.routes()]
+def test_base_url_path_prefixes_the_routes() -> None:
+    paths = [getattr(r, "path", "") for r in live_api.routes("/team/klwatch/", alive)]
     assert paths == ["/team/klwatch/klwatch/live", "/team/klwatch/klwatch/static/{name}"]
     assert live_api.live_url() == "/team/klwatch/klwatch/live"
     assert live_api.mounted()

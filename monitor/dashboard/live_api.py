@@ -12,7 +12,7 @@ Access: the endpoint serves only what the page that minted the token may show. A
 minted by a Streamlit session after the login gate (`grant`), names that session's run store
 (its allow-listed roots), dies with the session, and is revoked when the gate refuses it.
 
-Mounted by app.py through `st.App(routes=routes())` (`streamlit run app.py`, `make run` and
+Mounted by app.py through `st.App(routes=routes(…))` (`streamlit run app.py`, `make run` and
 `klwatch serve` all run it that way). Where the routes are not mounted — app.py run by
 Streamlit's AppTest, or embedded without st.App — `mounted()` is False and the page falls
 back to plotly charts redrawn by a Streamlit fragment (docs/dashboard.md, "The live path").
@@ -24,6 +24,7 @@ import hashlib
 import math
 import secrets
 import threading
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from monitor.dashboard import charts, views
+from monitor.dashboard import charts, live_spec, views
 from monitor.dashboard.downsample import downsample_indices
 from monitor.dashboard.render_cache import RenderCache
 from monitor.dashboard.run_view import RunView
@@ -54,6 +55,7 @@ LIVE_BUDGET = 2000  # points per series sent to a live chart: ~2 per pixel of a 
 MAX_SERIES = 64  # series one request may ask for
 _lock = threading.Lock()
 _mounted = False
+_base = ""  # the server's URL prefix ("" or "/team/klwatch"), set by routes()
 
 
 @dataclass(frozen=True)
@@ -65,14 +67,13 @@ class Grant:
 _grants: dict[str, Grant] = {}
 
 
-def _session_alive(session_id: str) -> bool:
-    from streamlit.runtime import Runtime
-
-    return Runtime.exists() and Runtime.instance().is_active_session(session_id)
+def _no_session(session_id: str) -> bool:
+    return False
 
 
-# Tests swap this for a fake (there is no Streamlit runtime in a unit test).
-session_alive: Callable[[str], bool] = _session_alive
+# Whether a Streamlit session still lives: given by app.py to routes() (monitor/ never
+# imports Streamlit); until then no token is valid.
+session_alive: Callable[[str], bool] = _no_session
 
 
 def grant(store: RunStore, session_id: str) -> str:
@@ -107,21 +108,19 @@ def mounted() -> bool:
     return _mounted
 
 
-def base_path() -> str:
-    """The server's URL prefix ("" or "/team/klwatch"): user routes are not put under
-    `server.baseUrlPath` by Streamlit, so klwatch puts its own there."""
-    from streamlit import config
-
-    base = str(config.get_option("server.baseUrlPath") or "").strip("/")
+def url_prefix(base_url_path: str | None) -> str:
+    """`server.baseUrlPath` as a path prefix ("" or "/team/klwatch"): Streamlit does not put
+    user routes under it, so klwatch puts its own there."""
+    base = (base_url_path or "").strip("/")
     return f"/{base}" if base else ""
 
 
 def live_url() -> str:
-    return f"{base_path()}/klwatch/live"
+    return f"{_base}/klwatch/live"
 
 
 def static_url(name: str) -> str:
-    return f"{base_path()}/klwatch/static/{name}"
+    return f"{_base}/klwatch/static/{name}"
 
 
 # -- what a page compares -----------------------------------------------------------------
@@ -237,7 +236,7 @@ def parse_query(params: Any) -> LiveQuery:
     return LiveQuery(token, run, params.get("have") or "", keys, smoothing)
 
 
-def answer(store: RunStore, query: LiveQuery, seen: Sequence[str] = ()) -> bytes:
+def answer(store: RunStore, query: LiveQuery) -> bytes:
     """The endpoint's JSON: the run's version, status, last write, the page key, and the
     rows when the caller's version (`have`) is not the current one."""
     store.refresh(query.run)  # cheap unless the watcher saw a write or a poll is due
@@ -252,7 +251,7 @@ def answer(store: RunStore, query: LiveQuery, seen: Sequence[str] = ()) -> bytes
         "status": pulse.status,
         "live": pulse.live,
         "age": pulse.seconds_since_write,
-        "page": page_key(store, [query.run, *seen]),
+        "page": page_key(store, [query.run]),
     }
     if query.have != version:
         rows = _cached_rows(store, query.run, version, query.keys, query.smoothing)
@@ -293,14 +292,70 @@ def _static(request: Request) -> Response:
     return FileResponse(path, media_type=kind, headers={"Cache-Control": "max-age=86400"})
 
 
-def routes() -> list[BaseRoute]:
-    """The endpoint's routes under the server's base path, for `st.App(routes=…)`."""
+def routes(base_url_path: str | None, alive: Callable[[str], bool]) -> list[BaseRoute]:
+    """The endpoint's routes under the server's `server.baseUrlPath`, for
+    `st.App(routes=…)`; `alive(session_id)` says whether a Streamlit session still lives."""
     from starlette.routing import Route
 
-    global _mounted
-    _mounted = True
-    base = base_path()
+    global _mounted, _base, session_alive
+    _mounted, _base, session_alive = True, url_prefix(base_url_path), alive
     return [
-        Route(f"{base}/klwatch/live", _live, methods=["GET"]),
-        Route(f"{base}/klwatch/static/{{name}}", _static, methods=["GET"]),
+        Route(f"{_base}/klwatch/live", _live, methods=["GET"]),
+        Route(f"{_base}/klwatch/static/{{name}}", _static, methods=["GET"]),
     ]
+
+
+# -- what the page's component is given ---------------------------------------------------------
+
+LIVE_POLL_MS = 500  # a running run: asked twice a second (new step on screen within ~1.5 s)
+IDLE_POLL_MS = 5000  # a finished run: a resume or a rewrite still shows
+# While following a live run, the sidebar's steps and ages are refreshed by a rerun this
+# often (alerts and statuses rerun at once: page_key).
+SIDEBAR_REFRESH_MS = 30_000
+
+
+def component_code() -> dict[str, str]:
+    """The live charts component's html, css (uPlot's, then klwatch's) and js."""
+    css = "\n".join(
+        (STATIC_DIR / name).read_text() for name in ("uplot/uPlot.min.css", "live_charts.css")
+    )
+    return {
+        "html": '<div class="kw-live"></div>',
+        "css": css,
+        "js": (STATIC_DIR / "live_charts.js").read_text(),
+    }
+
+
+def component_data(
+    store: RunStore,
+    view: RunView,
+    options: charts.ChartOptions,
+    extra: Sequence[str],
+    *,
+    session_id: str,
+    paused: bool,
+) -> dict[str, Any]:
+    """What one Streamlit run hands the live charts: the layout (live_spec), where and how
+    often to poll, the session's token and the page key it was drawn with."""
+    spec = live_spec.run_spec(view, options, extra)
+    query = urllib.parse.urlencode(
+        {
+            "token": grant(store, session_id),
+            "run": view.run_id,
+            "series": ",".join(spec["series"]),
+            "smooth": f"{options.smoothing:g}",
+        }
+    )
+    return {
+        "run": view.run_id,
+        "spec": spec,
+        "url": live_url(),
+        "uplot": static_url("uPlot.iife.min.js"),
+        "query": query,
+        "page_key": page_key(store, [view.run_id]),
+        "paused": paused,
+        "live_ms": LIVE_POLL_MS,
+        "idle_ms": IDLE_POLL_MS,
+        "refresh_ms": SIDEBAR_REFRESH_MS,
+        "file_stem": view.path.name,
+    }

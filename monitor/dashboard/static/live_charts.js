@@ -84,6 +84,7 @@ class LivePage {
     this.rows = null; // the last rows the endpoint sent
     this.version = "";
     this.lastDraw = 0;
+    this.draws = []; // [wall ms, last step drawn]
     this.drawTimer = null;
     this.pollTimer = null;
     this.asked = null; // the page key a rerun was asked for
@@ -401,6 +402,9 @@ class LivePage {
   draw() {
     this.lastDraw = Date.now();
     if (!window.uPlot || !this.rows) return;
+    // When each step reached the screen (benchmarks/bench_page_render.py reads it).
+    this.draws.push([this.lastDraw, this.rows.last_step]);
+    if (this.draws.length > 600) this.draws.splice(0, 300);
     for (const entry of this.panels) {
       if (!entry.plot) {
         entry.plot = this.makePlot(entry);
