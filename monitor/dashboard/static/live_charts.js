@@ -111,7 +111,9 @@ class LivePage {
       this.layoutKey = layoutKey;
       this.build(sameRows);
     }
-    this.asked = null;
+    // The rerun asked for has drawn the page with that key. (Never reset otherwise: were the
+    // two keys ever to disagree for good, each new key would ask once, never in a loop.)
+    if (data.page_key === this.asked) this.asked = null;
     this.lastRefresh = Date.now();
     if (this.announce) this.announce.textContent = "";
     this.poll();
@@ -137,7 +139,9 @@ class LivePage {
     const container = this.root.querySelector(".kw-live");
     container.replaceChildren();
     const status = el("div", "kw-status");
-    this.statusText = el("span", "kw-status-text", "connecting …");
+    // A rebuild (new options, new alerts) keeps the last status until the next answer.
+    const said = keepRows && this.statusText ? this.statusText.textContent : "connecting …";
+    this.statusText = el("span", "kw-status-text", said);
     status.appendChild(this.statusText);
     this.announce = el("span", "kw-sr");
     this.announce.setAttribute("role", "status");
