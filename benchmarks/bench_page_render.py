@@ -3,10 +3,13 @@
 The server's cost per extra viewer is small (bench_viewers.py); on a machine that also runs
 the browsers, the pages' own rendering is what runs out of CPU. This opens, one after the
 other, a page on a run finished an hour ago (the baseline, measured in the same run), on a
-live run with a step every 5 s, and on a run written at 10 Hz, and prints for each the
-renderer main thread's busy time in % of one core (DevTools Performance
-TaskDuration over the window), split into script, layout and style, and the JavaScript
-self time by bundle (plotly, React, Streamlit's markdown, …) from a sampling profile.
+running run that writes nothing meanwhile (a long step), on a live run with a step every
+5 s, and on a run written at 10 Hz, and prints for each the renderer main thread's busy time
+in % of one core (DevTools Performance TaskDuration over the window), split into script,
+layout and style, and the JavaScript self time by bundle (plotly, React, Streamlit's
+markdown, …) from a sampling profile. For the 10 Hz page it also times each step from its
+write to the redraw of the live charts that showed it (their draw history).
+Goals (issue 20): 10 Hz ≤ 10 %; finished and idle ≤ 2 %; a step on screen ≤ 1.5 s.
 
 Usage: python benchmarks/bench_page_render.py [--runs 100] [--seconds 15] [--settle 20]
 """
@@ -38,6 +41,7 @@ SLOW_PERIOD_S = 5.0  # a big model's RLHF step
 # twice a second, redraws once a second).
 PAGES = (
     ("finished run", "bench/run000"),
+    ("running, idle", "bench/idle"),
     ("live, a step every 5 s", "bench/slow"),
     ("live, 10 Hz", "bench/live"),
 )
@@ -135,9 +139,11 @@ def main() -> None:
         root = Path(tmp) / "bench"
         for i in range(args.runs):
             write_run(root / f"run{i:03d}", 2000, written_s_ago=3600)
-        (stop_live, written), (stop_slow, _) = (
+        (stop_live, written), (stop_slow, _), (stop_idle, _) = (
             live_writer(root / "live"),
             live_writer(root / "slow", SLOW_PERIOD_S),
+            # Running (run.json says so) but writing nothing while profiled: a long step.
+            live_writer(root / "idle", 3600.0),
         )
         results = {}
         latencies: list[float] = []
@@ -160,6 +166,7 @@ def main() -> None:
         finally:
             stop_live.set()
             stop_slow.set()
+            stop_idle.set()
     print(f"one page, {args.runs} runs in the sidebar, {args.seconds:g} s; % of one core")
     print(f"{'page':22s} {'busy':>6s} {'script':>7s} {'layout':>7s} {'style':>6s}")
     for label, r in results.items():

@@ -241,6 +241,9 @@ def measure(args: argparse.Namespace, url: str, server: psutil.Process, live: Li
             missed += n - len(seen)
             live.resume()
             time.sleep(2)
+        # Before the switch below: a page that just switched says "connecting" until its
+        # first answer, which is not a lost run.
+        blank = sum(1 for pg in pages if blank_page(pg))
         # Switch: the first live page clicks a finished run in the sidebar.
         switch = math.nan
         with contextlib.suppress(Exception):
@@ -249,7 +252,6 @@ def measure(args: argparse.Namespace, url: str, server: psutil.Process, live: Li
             page.get_by_text("bench/run002", exact=False).first.click()
             page.get_by_role("heading", name="run002").first.wait_for(timeout=30_000)
             switch = time.monotonic() - t0
-        blank = sum(1 for pg in pages if blank_page(pg))
         browser.close()
     return {
         "server_open": server_timings(timings, "open"),

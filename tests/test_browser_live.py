@@ -84,10 +84,18 @@ def test_rows_arrive_without_reruns_and_an_alert_is_announced(
     assert len(polls) >= 5
 
     live_writer.inject_nan()
-    # The alert is page text (the banner Streamlit draws), not only a mark on a canvas.
-    alert = page.get_by_text("kl_nonfinite since step").first
+    # The alert is page text a screen reader announces (the banner: role="alert"), not
+    # only a mark on a canvas.
+    alert = page.get_by_role("alert").filter(has_text="kl_nonfinite since step")
     expect(alert).to_be_visible(timeout=15_000)
-    expect(page.locator(KL_CHART)).to_contain_text("kl_nonfinite (critical)")
+    card = page.locator(KL_CHART)
+    expect(card).to_contain_text("kl_nonfinite (critical)")  # its lane, named
+    # Hovering its marker shows its message.
+    page.wait_for_function(f"() => ({LIVE_PAGE})().panels[0].panel.alerts.length > 0")
+    x = live(page, "p.panels[0].plot.valToPos(p.panels[0].panel.alerts[0].step, 'x')")
+    box = card.locator(".u-over").first.bounding_box()
+    page.mouse.move(box["x"] + x, box["y"] + box["height"] / 2)
+    expect(page.locator(".kw-tooltip")).to_contain_text("kl_nonfinite")
     outside = [u for u in requested if not u.startswith((url, "data:", "blob:"))]
     assert not outside, outside
     ARTIFACTS.mkdir(exist_ok=True)

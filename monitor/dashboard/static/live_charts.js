@@ -49,7 +49,8 @@ function withAlpha(hex, alpha) {
 
 function formatAge(seconds) {
   if (seconds === null || seconds === undefined) return "no data yet";
-  if (seconds < 60) return `${seconds.toFixed(seconds < 10 ? 1 : 0)} s`;
+  // Whole seconds: the line changes at most once a second (each change costs a repaint).
+  if (seconds < 60) return `${Math.floor(seconds)} s`;
   if (seconds < 3600) return `${Math.round(seconds / 60)} min`;
   return `${(seconds / 3600).toFixed(1)} h`;
 }
@@ -486,8 +487,8 @@ class LivePage {
     }
     const live = answer.live ? "● live" : "■ not running";
     const step = this.rows && this.rows.last_step !== null ? ` · step ${this.rows.last_step.toLocaleString("en-US")}` : "";
-    this.statusText.textContent = `${live}${step} · updated ${formatAge(answer.age)} ago`;
-    this.statusText.dataset.version = answer.version;
+    const said = `${live}${step} · updated ${formatAge(answer.age)} ago`;
+    if (this.statusText.textContent !== said) this.statusText.textContent = said;
     const stale = answer.page !== this.data.page_key;
     const refreshDue = answer.live && Date.now() - this.lastRefresh > this.data.refresh_ms;
     if ((stale && this.asked !== answer.page) || (refreshDue && this.asked === null)) {
