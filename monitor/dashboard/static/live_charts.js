@@ -490,7 +490,9 @@ class LivePage {
     const said = `${live}${step} · updated ${formatAge(answer.age)} ago`;
     if (this.statusText.textContent !== said) this.statusText.textContent = said;
     const stale = answer.page !== this.data.page_key;
-    const refreshDue = answer.live && Date.now() - this.lastRefresh > this.data.refresh_ms;
+    // New rows since the page was drawn, a while ago: refresh its header and sidebar.
+    const refreshDue =
+      answer.version !== this.data.version && Date.now() - this.lastRefresh > this.data.refresh_ms;
     if ((stale && this.asked !== answer.page) || (refreshDue && this.asked === null)) {
       // What a person must see at once changed (an alert, a status, the run list): the
       // page itself is redrawn by a Streamlit rerun; until it lands, say so.
