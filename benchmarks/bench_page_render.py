@@ -174,7 +174,7 @@ def main() -> None:
     for label, r in results.items():
         b = r["busy"]
         print(
-            f"{label:22s} {b['TaskDuration']:5.0f}% {b['ScriptDuration']:6.0f}% "
+            f"{label:22s} {b['TaskDuration']:5.1f}% {b['ScriptDuration']:6.0f}% "
             f"{b['LayoutDuration']:6.0f}% {b['RecalcStyleDuration']:5.0f}%"
         )
     live, idle = results["live, 10 Hz"]["busy"], results["finished run"]["busy"]
