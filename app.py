@@ -75,8 +75,14 @@ def get_figure_cache() -> RenderCache[charts.Figures]:
 def live_charts_component() -> ComponentRenderer:
     """The run page's live charts (monitor/dashboard/static/live_charts.js), registered once."""
     code = live_api.component_code()
+    # In the page's own DOM, not a shadow root: its text (the live status, an alert's news)
+    # is page text like the rest; its classes (kw-*, uPlot's u-*) are its own.
     return st.components.v2.component(
-        "klwatch.live_charts", html=code["html"], css=code["css"], js=code["js"]
+        "klwatch.live_charts",
+        html=code["html"],
+        css=code["css"],
+        js=code["js"],
+        isolate_styles=False,
     )
 
 

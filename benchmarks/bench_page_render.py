@@ -76,7 +76,7 @@ def live_writer(run_dir: Path, period_s: float = 0.1) -> tuple[threading.Event, 
 # When the live charts drew which step ([wall ms, last step], live_charts.js keeps them).
 DRAWS = """() => {
   for (const host of document.querySelectorAll('*')) {
-    const page = host.shadowRoot && host.shadowRoot.__klwatchLive;
+    const page = host.__klwatchLive;
     if (page) return page.draws;
   }
   return [];

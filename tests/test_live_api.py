@@ -94,6 +94,13 @@ def test_tokens_are_checked_and_die_with_their_session(client: TestClient, store
     token = session(store, "s3")
     live_api.revoke("s3")  # the login gate refused this session
     assert get(client, token=token, run="root/a")[0] == 401
+    # Tokens of sessions that ended are dropped when the next one is granted.
+    for sid in ("s4", "s5", "s6"):
+        session(store, sid)
+    ALIVE.difference_update({"s4", "s5"})
+    session(store, "s7")
+    with live_api._lock:
+        assert {g.session_id for g in live_api._grants.values()} == {"s6", "s7"}
 
 
 def test_only_runs_under_the_dashboards_roots(client: TestClient, store: RunStore) -> None:
@@ -158,6 +165,13 @@ def test_the_page_key_changes_with_an_alert_not_with_rows(tmp_path: Path) -> Non
                 w.log(step, kl_mean=math.nan, kl_max=math.nan, beta=0.1, reward_mean=0.5)
             store.refresh("r/live")
             assert live_api.page_key(store, ["r/live"]) != key  # an alert: the page reruns
+            # A page drawn with the old key is told the run's active alerts at once.
+            query = live_api.LiveQuery("t", "r/live", "", (), 0.0, page=key)
+            told = orjson.loads(live_api.answer(store, query))
+            assert {n["severity"] for n in told["news"]} == {"critical"}
+            assert any(n["line"].startswith("kl_nonfinite since step 120") for n in told["news"])
+            current = live_api.LiveQuery("t", "r/live", "", (), 0.0, page=told["page"])
+            assert "news" not in orjson.loads(live_api.answer(store, current))
         finally:
             store.close()
 

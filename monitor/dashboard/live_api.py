@@ -79,9 +79,11 @@ session_alive: Callable[[str], bool] = _no_session
 def grant(store: RunStore, session_id: str) -> str:
     """The token a session's page uses to poll `store` (one per session and store)."""
     with _lock:
-        for token, g in _grants.items():
+        for token, g in list(_grants.items()):
             if g.session_id == session_id and g.store is store:
                 return token
+            if not session_alive(g.session_id):
+                del _grants[token]  # a closed tab's token: a long-lived server keeps none
         token = secrets.token_urlsafe(24)
         _grants[token] = Grant(store, session_id)
         return token
@@ -140,8 +142,23 @@ def page_key(store: RunStore, run_ids: Sequence[str]) -> str:
     status, and the sidebar (every run's status and alerts, the run list, root problems).
     New rows alone never do: the live charts take them from this endpoint."""
     shown = [views.render_key(p)[1] for r in run_ids if (p := store.pulse(r)) is not None]
-    sidebar = views.sidebar_key(store.summaries_cached())
-    return _digest((shown, sidebar, store.root_problems))
+    return _digest((shown, _sidebar_digest(store), store.root_problems))
+
+
+_sidebar_memo: tuple[object, str] | None = None
+
+
+def _sidebar_digest(store: RunStore) -> str:
+    """The sidebar's key, hashed once per summaries list: every viewer polls twice a second,
+    and the store hands them all the same list until it recomputes it (at most every 0.5 s)."""
+    global _sidebar_memo
+    summaries = store.summaries_cached()
+    memo = _sidebar_memo
+    if memo is not None and memo[0] is summaries:
+        return memo[1]
+    digest = _digest(views.sidebar_key(summaries))
+    _sidebar_memo = (summaries, digest)
+    return digest
 
 
 # -- the rows -------------------------------------------------------------------------------
@@ -207,9 +224,10 @@ def _cached_rows(
 class LiveQuery:
     token: str
     run: str
-    have: str
+    have: str  # the data version the page has
     keys: tuple[str, ...]
     smoothing: float
+    page: str = ""  # the page key the page was drawn with
 
 
 class BadQuery(ValueError):
@@ -233,12 +251,15 @@ def parse_query(params: Any) -> LiveQuery:
         raise BadQuery("smooth must be a number") from None
     if not (math.isfinite(smoothing) and 0.0 <= smoothing < 1.0):
         raise BadQuery("smooth must be in [0, 1)")
-    return LiveQuery(token, run, params.get("have") or "", keys, smoothing)
+    return LiveQuery(
+        token, run, params.get("have") or "", keys, smoothing, params.get("page") or ""
+    )
 
 
 def answer(store: RunStore, query: LiveQuery) -> bytes:
-    """The endpoint's JSON: the run's version, status, last write, the page key, and the
-    rows when the caller's version (`have`) is not the current one."""
+    """The endpoint's JSON: the run's version, status, last write, the page key, the rows
+    when the caller's version (`have`) is not the current one, and the run's active alerts
+    (`news`) when the caller's page key (`page`) is not."""
     store.refresh(query.run)  # cheap unless the watcher saw a write or a poll is due
     pulse = store.pulse(query.run)
     if pulse is None:
@@ -253,10 +274,26 @@ def answer(store: RunStore, query: LiveQuery) -> bytes:
         "age": pulse.seconds_since_write,
         "page": page_key(store, [query.run]),
     }
+    if query.page and head["page"] != query.page:
+        # The page is out of date and will rerun; until that lands (a second or two on a
+        # busy browser) the live charts say the run's active alerts themselves.
+        head["news"] = news(store, query.run)
     if query.have != version:
         rows = _cached_rows(store, query.run, version, query.keys, query.smoothing)
         head["data"] = orjson.Fragment(rows or b"null")
     return orjson.dumps(head)
+
+
+NEWS_LINES = 8  # as the banner: the Alerts tab has them all
+
+
+def news(store: RunStore, run_id: str) -> list[dict[str, str]]:
+    """The run's active alerts, worst first, as the banner words them."""
+    view = store.view(run_id)
+    if view is None:
+        return []
+    active = views.active_alerts(view.alerts)[:NEWS_LINES]
+    return [{"severity": a.severity, "line": views.alert_line(a)} for a in active]
 
 
 # -- HTTP -------------------------------------------------------------------------------------

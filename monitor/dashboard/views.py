@@ -301,7 +301,7 @@ def health(
     details = [f"Active: {a.rule} since step {a.step} — {a.message}" for a in active]
     details += history + blind
     groups = [
-        HealthGroup(severity, title, tuple(_alert_line(a) for a in group), len(group))
+        HealthGroup(severity, title, tuple(alert_line(a) for a in group), len(group))
         for severity, title in SEVERITY_TITLES.items()
         if (group := by_severity[severity])
     ]
@@ -344,7 +344,8 @@ def run_health(view: RunView) -> Health:
     )
 
 
-def _alert_line(alert: Alert) -> str:
+def alert_line(alert: Alert) -> str:
+    """One active alert as the banner (and the live charts' news) says it."""
     return f"{alert.rule} since step {alert.step} — {alert.message}"
 
 

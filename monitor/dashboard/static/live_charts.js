@@ -117,11 +117,15 @@ class LivePage {
     if (data.page_key === this.asked) this.asked = null;
     this.lastRefresh = Date.now();
     if (this.announce) this.announce.textContent = "";
+    if (this.newsBox) {
+      this.newsBox.hidden = true; // the rerun landed: the banner says it now
+      this.newsBox.replaceChildren();
+    }
     this.poll();
   }
 
   theme() {
-    const style = getComputedStyle(this.root.host || this.root.parentElement || document.body);
+    const style = getComputedStyle(this.root instanceof Element ? this.root : this.root.host);
     const text = style.getPropertyValue("--st-text-color").trim() || "#31333f";
     const border = style.getPropertyValue("--st-border-color").trim() || "rgba(49,51,63,0.2)";
     const bg = style.getPropertyValue("--st-background-color").trim() || "#ffffff";
@@ -149,6 +153,10 @@ class LivePage {
     this.announce.setAttribute("aria-live", "polite");
     status.appendChild(this.announce);
     container.appendChild(status);
+    this.newsBox = el("div", "kw-news");
+    this.newsBox.setAttribute("role", "alert");
+    this.newsBox.hidden = true;
+    container.appendChild(this.newsBox);
     const grid = el("div", "kw-grid");
     container.appendChild(grid);
     const spec = this.data.spec;
@@ -385,15 +393,19 @@ class LivePage {
 
   hover(u, panel) {
     const left = u.cursor.left;
-    if (left === null || left < 0 || !panel.alerts.length) {
-      if (u.cursor.event) this.tooltip.style.display = "none";
-      return;
-    }
-    const near = panel.alerts.filter((a) => Math.abs(u.valToPos(a.step, "x") - left) <= MARKER_PX);
+    const near =
+      left !== null && left >= 0
+        ? panel.alerts.filter((a) => Math.abs(u.valToPos(a.step, "x") - left) <= MARKER_PX)
+        : [];
     if (!near.length) {
-      if (u.cursor.event) this.tooltip.style.display = "none";
+      if (this.tooltipOwner === u) {
+        this.tooltip.style.display = "none";
+        this.tooltipOwner = null;
+      }
       return;
     }
+    // Only the chart under the mouse says its alerts (the others follow its cursor).
+    if (!u.over.matches(":hover")) return;
     this.tooltip.replaceChildren(
       ...near.slice(0, 4).map((a) => el("div", "", `step ${a.step.toLocaleString("en-US")} · ${a.message}`))
     );
@@ -402,6 +414,7 @@ class LivePage {
     this.tooltip.style.left = `${box.left - rootBox.left + left + 12}px`;
     this.tooltip.style.top = `${box.top - rootBox.top + (u.cursor.top || 0) + 12}px`;
     this.tooltip.style.display = "block";
+    this.tooltipOwner = u;
   }
 
   draw() {
@@ -453,7 +466,8 @@ class LivePage {
     let next = data.idle_ms;
     try {
       await loadUPlot(data.uplot);
-      const url = `${data.url}?${data.query}&have=${encodeURIComponent(this.version)}`;
+      const have = encodeURIComponent(this.version);
+      const url = `${data.url}?${data.query}&page=${data.page_key}&have=${have}`;
       const response = await fetch(url, { credentials: "same-origin", cache: "no-store" });
       if (response.status === 401) {
         this.statusText.textContent = "session ended: reload the page to keep following this run";
@@ -490,6 +504,7 @@ class LivePage {
     const said = `${live}${step} · updated ${formatAge(answer.age)} ago`;
     if (this.statusText.textContent !== said) this.statusText.textContent = said;
     const stale = answer.page !== this.data.page_key;
+    if (answer.news && answer.news.length) this.showNews(answer.news);
     // New rows since the page was drawn, a while ago: refresh its header and sidebar.
     const refreshDue =
       answer.version !== this.data.version && Date.now() - this.lastRefresh > this.data.refresh_ms;
@@ -500,6 +515,15 @@ class LivePage {
       if (stale) this.announce.textContent = "The run's alerts or status changed: updating the page.";
       this.setTriggerValue("page", answer.page);
     }
+  }
+
+  showNews(news) {
+    // Alerts first, page after: the rerun that redraws the banner can take a second or two
+    // on a busy browser; this line is there at the poll that saw them (role="alert").
+    const lines = news.map((n) => `${n.severity === "critical" ? "⛔" : "⚠"} ${n.line}`);
+    if (this.newsBox.textContent === lines.join("")) return;
+    this.newsBox.replaceChildren(...lines.map((line) => el("div", "", line)));
+    this.newsBox.hidden = false;
   }
 
   exportPng(chart, card) {
