@@ -32,6 +32,7 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 
 from benchmarks._common import write_run  # noqa: E402
 from monitor import RunWriter  # noqa: E402
+from monitor.run import STALL_MIN_SECONDS  # noqa: E402
 from tools.live_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server  # noqa: E402
 
 HEALTHY = {"kl_mean": 0.05, "kl_max": 0.15, "beta": 0.1, "reward_mean": 0.5}
@@ -141,6 +142,7 @@ def main() -> None:
         root = Path(tmp) / "bench"
         for i in range(args.runs):
             write_run(root / f"run{i:03d}", 2000, written_s_ago=3600)
+        idle_since = time.monotonic()
         (stop_live, written), (stop_slow, _), (stop_idle, _) = (
             live_writer(root / "live"),
             live_writer(root / "slow", SLOW_PERIOD_S),
@@ -164,6 +166,10 @@ def main() -> None:
                     if run_id == "bench/live":
                         latencies = step_latencies(page.evaluate(DRAWS), dict(written), since)
                     page.context.close()
+                    if run_id == "bench/idle":
+                        # It turns "stalled" 60 s after its last write, and every open page
+                        # reruns for that (the sidebar changed): not inside another's window.
+                        time.sleep(max(0.0, idle_since + STALL_MIN_SECONDS + 5 - time.monotonic()))
                 browser.close()
         finally:
             stop_live.set()

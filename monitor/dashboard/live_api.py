@@ -195,16 +195,19 @@ def rows_payload(
         idx = np.unique(np.concatenate(picks)) if picks else np.arange(0)
     else:
         idx = np.arange(steps.size)
+    # Values as float32: seven digits are more than a chart or its hover can show, and the
+    # answer is 40 % smaller than with float64's seventeen (a viewer gets one a second).
     body: dict[str, Any] = {
-        "x": steps[idx].astype(np.float64),
-        "series": {key: col[idx] for key, col in columns.items()},
+        "x": steps[idx],
+        "series": {key: col[idx].astype(np.float32) for key, col in columns.items()},
         "nonpositive": {key: int(np.count_nonzero(col <= 0)) for key, col in columns.items()},
         "rows": int(steps.size),
         "last_step": view.data.last_step,
     }
     if smoothing > 0:
         body["smooth"] = {
-            key: charts.ema_smooth(col, smoothing)[idx] for key, col in columns.items()
+            key: charts.ema_smooth(col, smoothing)[idx].astype(np.float32)
+            for key, col in columns.items()
         }
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
