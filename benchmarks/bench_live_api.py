@@ -18,7 +18,6 @@ Usage: python benchmarks/bench_live_api.py [--big 1000000]
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import write_run  # noqa: E402
+from benchmarks._common import best_of, median_of, write_run  # noqa: E402
 from monitor.dashboard import live_api, views  # noqa: E402
 from monitor.dashboard.store import RunStore  # noqa: E402
 
@@ -36,13 +35,8 @@ SERIES = ("kl_mean", "kl_max", "beta", "reward_mean", "reward_total")
 
 
 def per_call_ms(fn: Callable[[], object], repeat: int = 200) -> float:
-    """Median over `repeat` calls, in ms."""
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
+    """Median over `repeat` calls, in ms (each call timed alone: best_of of one)."""
+    return 1000 * median_of(lambda: best_of(fn, repeat=1), repeat)
 
 
 def main() -> None:

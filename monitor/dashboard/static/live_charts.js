@@ -15,6 +15,8 @@ const SPAN_ALPHA = 0.06;
 const LANE_ALPHA = 0.75;
 const RAW_ALPHA = 0.25; // the raw series behind a smoothed one
 const MARKER_PX = 7;
+const QUIET_AFTER_MS = 5000; // no new rows for this long: a running run is asked …
+const QUIET_POLL_MS = 1000; // … once a second instead of twice
 
 function loadUPlot(src) {
   if (!window.__klwatchUPlot) {
@@ -49,8 +51,10 @@ function withAlpha(hex, alpha) {
 
 function formatAge(seconds) {
   if (seconds === null || seconds === undefined) return "no data yet";
-  // Whole seconds: the line changes at most once a second (each change costs a repaint).
-  if (seconds < 60) return `${Math.floor(seconds)} s`;
+  // Coarser as it grows: the line changes at most once a second, and on a quiet run every
+  // 5 s (each change costs a repaint).
+  if (seconds < 10) return `${Math.floor(seconds)} s`;
+  if (seconds < 60) return `${5 * Math.floor(seconds / 5)} s`;
   if (seconds < 3600) return `${Math.round(seconds / 60)} min`;
   return `${(seconds / 3600).toFixed(1)} h`;
 }
@@ -85,6 +89,7 @@ class LivePage {
     this.rows = null; // the last rows the endpoint sent
     this.version = "";
     this.lastDraw = 0;
+    this.changedAt = Date.now(); // when the last new rows came
     this.draws = []; // [wall ms, last step drawn]
     this.drawTimer = null;
     this.pollTimer = null;
@@ -477,7 +482,10 @@ class LivePage {
       const answer = await response.json();
       if (this.data !== data || this.destroyed) return; // a rerun replaced the spec meanwhile
       this.onAnswer(answer);
-      next = answer.live ? data.live_ms : data.idle_ms;
+      // A running run that wrote nothing for a while is asked less often (a long step):
+      // its next row still reaches the screen within a second of the poll that sees it.
+      const quiet = Date.now() - this.changedAt > QUIET_AFTER_MS;
+      next = !answer.live ? data.idle_ms : quiet ? QUIET_POLL_MS : data.live_ms;
     } catch (error) {
       this.statusText.textContent = `cannot reach the dashboard server (${error.message}); retrying`;
     }
@@ -496,6 +504,7 @@ class LivePage {
     if (answer.data) {
       this.rows = answer.data;
       this.version = answer.version;
+      this.changedAt = Date.now();
       if (!this.panels.some((p) => p.plot)) this.draw();
       else this.scheduleDraw();
     }
