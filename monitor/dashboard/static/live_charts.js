@@ -59,6 +59,18 @@ function formatAge(seconds) {
   return `${(seconds / 3600).toFixed(1)} h`;
 }
 
+function linearRange(min, max) {
+  // 5 % of headroom; a flat series (β = 0 all run long) gets ±10 % (or ±1 at 0) around
+  // its value, where uPlot's default would stretch 0 to 0…100.
+  if (min === null || max === null) return [0, 1];
+  if (min === max) {
+    const pad = Math.abs(min) * 0.1 || 1;
+    return [min - pad, max + pad];
+  }
+  const pad = (max - min) * 0.05;
+  return [min - pad, max + pad];
+}
+
 function searchStep(xs, step) {
   let lo = 0;
   let hi = xs.length - 1;
@@ -250,7 +262,7 @@ class LivePage {
       pxAlign: 0,
       scales: {
         x: { time: false },
-        y: panel.log ? { distr: 3 } : {},
+        y: panel.log ? { distr: 3 } : { range: (u, min, max) => linearRange(min, max) },
       },
       axes: [
         { ...axis, label: "step", labelFont: `11px ${theme.font}`, labelSize: 16 },
