@@ -438,7 +438,7 @@ def series_figure(
         vertical_spacing=0.04 if rows > 1 else 0.0,
         subplot_titles=names or None,
     )
-    palette = _palette()
+    palette = series_palette()
     for row, name in enumerate(names, start=1):
         for trace in line_traces(steps, series[name], name, options, next(palette)):
             fig.add_trace(trace, row=row, col=1)
@@ -469,7 +469,7 @@ def health_figure(
     from plotly.subplots import make_subplots
 
     options = options or ChartOptions()
-    panels = _families(list(series))
+    panels = series_families(list(series))
     rows = max(1, len(panels))
     fig = make_subplots(
         rows=rows,
@@ -479,7 +479,7 @@ def health_figure(
         subplot_titles=list(panels) if rows > 1 else None,
     )
     alerts = list(alerts)
-    palette = _palette()
+    palette = series_palette()
     for row, names in enumerate(panels.values(), start=1):
         log_y = options.log_y and not any(n in LINEAR_HEALTH_SERIES for n in names)
         panel_options = ChartOptions(log_y, options.smoothing, options.budget, options.height)
@@ -508,7 +508,7 @@ def health_figure(
     return fig
 
 
-def _families(names: Sequence[str]) -> dict[str, list[str]]:
+def series_families(names: Sequence[str]) -> dict[str, list[str]]:
     """Series grouped by family: `rollout_is_ratio_min` and `_max` beside `rollout_is_ratio`."""
     families: dict[str, list[str]] = {}
     for name in names:
@@ -606,7 +606,9 @@ def compare_log_note(runs: Sequence[CompareSeries], options: ChartOptions) -> st
     return log_hidden_note({item.label: item.values for item in runs})
 
 
-def _palette() -> Iterator[str]:
+def series_palette() -> Iterator[str]:
+    """Colours for series without one of their own (plotly's D3 cycle): the plotly figures
+    and the live charts (live_spec) colour the same series alike."""
     import plotly.colors
 
     return itertools.cycle(plotly.colors.qualitative.D3)

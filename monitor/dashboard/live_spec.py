@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from monitor.alerts import Alert
-from monitor.dashboard import charts
+from monitor.dashboard import charts, views
 from monitor.dashboard.run_view import RunView
 
 # The spec's own keys for series the run may not log itself (live_api resolves them).
@@ -128,10 +128,10 @@ def run_spec(view: RunView, options: charts.ChartOptions, extra: Sequence[str] =
             ],
         }
     )
-    palette = charts._palette()
+    palette = charts.series_palette()
     for chart in view.health.charts:
         panels = []
-        families = charts._families(list(chart.series))
+        families = charts.series_families(list(chart.series))
         for family, names in families.items():
             panel_log = log and not any(n in charts.LINEAR_HEALTH_SERIES for n in names)
             panels.append(
@@ -168,13 +168,7 @@ def run_spec(view: RunView, options: charts.ChartOptions, extra: Sequence[str] =
     return {
         "charts": chart_list,
         "series": list(dict.fromkeys(keys)),
-        "beta_missing": None if has_beta else _beta_missing(view),
+        "beta_missing": None if has_beta else views.beta_missing(view.meaning),
         "smoothing": options.smoothing,
         "log_y": log,
     }
-
-
-def _beta_missing(view: RunView) -> str:
-    from monitor.dashboard.views import beta_missing
-
-    return beta_missing(view.meaning)
