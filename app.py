@@ -86,6 +86,11 @@ def live_charts_component() -> ComponentRenderer:
     )
 
 
+def mount_live_charts(data: dict[str, object]) -> None:
+    # Keyed: its DOM (and charts) live across reruns; it asks for one ("page") itself.
+    live_charts_component()(key="live_charts", data=data, on_page_change=lambda: None)
+
+
 def session_id() -> str:
     """This viewer's Streamlit session: the live endpoint's tokens belong to it."""
     from streamlit.runtime.scriptrunner import get_script_run_ctx
@@ -344,8 +349,7 @@ def live_run_charts(store: RunStore, view: RunView) -> None:
         session_id=session_id(),
         paused=bool(st.session_state.get("paused")),
     )
-    # Keyed: its DOM (and charts) live across reruns; it asks for one ("page") itself.
-    live_charts_component()(key="live_charts", data=data, on_page_change=lambda: None)
+    mount_live_charts(data)
     not_logged = views.health_not_logged(view.health)
     if not_logged:
         st.caption(views.escape_markdown(not_logged))
@@ -473,7 +477,8 @@ def csv_download(view: RunView) -> None:
 # -- compare -------------------------------------------------------------------------------
 
 
-def compare_page(store: RunStore, run_ids: list[str]) -> None:
+def compare_page(store: RunStore, run_ids: list[str]) -> bool:
+    """Draw the comparison; True when its live chart follows the runs itself (no ticker)."""
     st.header("Compare runs", anchor=False)
     loaded: list[RunView] = []
     for rid in run_ids:
@@ -485,12 +490,24 @@ def compare_page(store: RunStore, run_ids: list[str]) -> None:
     names = sorted({n for v in loaded for n in v.data.names if n != "time"})
     if not names:
         st.info("None of these runs has records yet.")
-        return
+        return False
     if st.session_state.get("metric") not in names:
         st.session_state["metric"] = "kl_mean" if "kl_mean" in names else names[0]
     st.selectbox("Series", names, key="metric")
     options = chart_options()
     metric = st.session_state["metric"]
+    if live_api.mounted():
+        data = live_api.compare_data(
+            store,
+            loaded,
+            metric,
+            options,
+            session_id=session_id(),
+            paused=bool(st.session_state.get("paused")),
+        )
+        mount_live_charts(data)
+        st.dataframe(views.compare_frame(loaded), hide_index=True)
+        return True
     series = [
         charts.CompareSeries(
             v.run_id, v.data.steps, v.data.column(metric), health=views.health_badge(v)
@@ -503,6 +520,7 @@ def compare_page(store: RunStore, run_ids: list[str]) -> None:
     if note:
         st.caption(views.escape_markdown(note))
     st.dataframe(views.compare_frame(loaded), hide_index=True)
+    return False
 
 
 # -- live ----------------------------------------------------------------------------------
@@ -612,7 +630,7 @@ def page() -> None:
     following = False  # the run page's live charts poll for themselves
     try:
         if len(shown) >= 2:
-            compare_page(store, shown)
+            following = compare_page(store, shown)
         elif shown:
             following = run_page(store, shown[0])
     except Exception as e:  # the sidebar stays usable when one run cannot be drawn

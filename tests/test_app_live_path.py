@@ -45,10 +45,31 @@ def test_with_the_routes_the_run_page_mounts_the_live_charts(
     proto = component.proto
     assert proto.component_name == "klwatch.live_charts"
     data = json.loads(proto.json)
-    assert data["run"] == "runs/alpha" and data["url"] == "/team/klwatch/live"
+    (source,) = data["sources"]
+    assert source["run"] == "runs/alpha" and data["url"] == "/team/klwatch/live"
     assert [c["id"] for c in data["spec"]["charts"]][:3] == ["kl", "beta", "reward"]
-    assert data["page_key"] and data["version"] and not data["paused"]
-    assert "token=" in data["query"] and "run=runs%2Falpha" in data["query"]
+    assert source["page_key"] and source["version"] and not data["paused"]
+    assert "token=" in source["query"] and "run=runs%2Falpha" in source["query"]
+
+
+def test_with_the_routes_the_compare_page_follows_every_run_live(
+    root: Path, make_run: Callable, mounted: None
+) -> None:
+    make_run(root, "alpha", steps=120)
+    make_run(root, "beta", steps=80)
+    at = AppTest.from_file(str(APP), default_timeout=30)
+    at.query_params["run"] = ["runs/alpha", "runs/beta"]
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.get("plotly_chart")
+    (component,) = at.get("bidi_component")
+    data = json.loads(component.proto.json)
+    assert [s["run"] for s in data["sources"]] == ["runs/alpha", "runs/beta"]
+    (chart,) = data["spec"]["charts"]
+    series = chart["panels"][0]["series"]
+    assert [(s["source"], s["key"]) for s in series] == [(0, "kl_mean"), (1, "kl_mean")]
+    assert series[0]["label"].startswith("runs/alpha · ")  # its health, in its name
+    assert at.dataframe  # the runs' health table stays
 
 
 def test_without_the_routes_the_run_page_is_plotly_with_its_ticker(

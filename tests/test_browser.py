@@ -141,10 +141,18 @@ def streamlit_server(
         )
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_until_healthy(url, proc, log_path)
+        wait_until_healthy(url + base_path(flags), proc, log_path)
         yield url
     finally:
         stop_process_group(proc)
+
+
+def base_path(flags: Sequence[str]) -> str:
+    """The URL prefix `--server.baseUrlPath X` in `flags` gives the app ("" or "/X")."""
+    flags = list(flags)
+    if "--server.baseUrlPath" not in flags:
+        return ""
+    return "/" + flags[flags.index("--server.baseUrlPath") + 1].strip("/")
 
 
 @pytest.fixture

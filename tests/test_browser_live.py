@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from playwright import sync_api
 
+from monitor import RunWriter
 from tests.test_browser import (  # the fixtures too: chromium, the writer, server, page
     ARTIFACTS,
     KL_CHART,
@@ -74,9 +75,9 @@ def test_rows_arrive_without_reruns_and_an_alert_is_announced(
     expect(status).to_contain_text("● live · step", timeout=60_000)
     time.sleep(3)  # the first pass of the background checker settles the sidebar once
     runs_before = page_runs(timings)
-    step_before = live(page, "p.rows.last_step")
+    step_before = live(page, "p.rows[0].last_step")
     time.sleep(5)  # 50 rows at 10 Hz
-    step_after = live(page, "p.rows.last_step")
+    step_after = live(page, "p.rows[0].last_step")
     assert step_after - step_before >= 30, (step_before, step_after)
     # The rows came through the endpoint: at most one rerun (a sidebar refresh) in 5 s.
     assert page_runs(timings) - runs_before <= 1, timings.read_text()
@@ -141,13 +142,13 @@ def test_a_hidden_tab_stops_asking_and_catches_up(server: str, page: Any) -> Non
       return at;
     }"""
     hidden_at = page.evaluate(hide, "hidden")
-    step_hidden = live(page, "p.rows.last_step")
+    step_hidden = live(page, "p.rows[0].last_step")
     time.sleep(4)
     # Nothing asked while hidden (one poll may have been in flight at the switch).
     assert page.evaluate(polls_since, hidden_at + 1000) == 0
     shown_at = page.evaluate(hide, "visible")
     page.wait_for_function(
-        f"() => ({LIVE_PAGE})().rows.last_step >= {step_hidden + 30}", timeout=5_000
+        f"() => ({LIVE_PAGE})().rows[0].last_step >= {step_hidden + 30}", timeout=5_000
     )
     assert page.evaluate(polls_since, shown_at) >= 1  # caught up by asking at once
 
@@ -194,3 +195,48 @@ def test_behind_a_login_the_endpoint_serves_nothing(
             except urllib.error.HTTPError as e:
                 assert e.code in (400, 401)
                 assert "kl_mean" not in json.dumps(json.loads(e.read()))
+
+
+def test_under_a_base_url_path_the_charts_find_their_endpoint(
+    live_writer: LiveWriter, page: Any
+) -> None:
+    """Behind a proxy at /team/klwatch: Streamlit serves the page there, and klwatch puts its
+    own routes there too (Streamlit does not prefix user routes)."""
+    root = live_writer.run_dir.parent
+    with streamlit_server(root, flags=["--server.baseUrlPath", "team/klwatch"]) as url:
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
+        page.goto(f"{url}/team/klwatch/?run=runs/live")
+        expect(page.locator(LIVE_STATUS)).to_contain_text("● live · step", timeout=60_000)
+        expect(page.locator(KL_CHART).locator("canvas").first).to_be_visible()
+    polls = [u for u in requested if "/klwatch/live?" in u]
+    assert polls and all(u.startswith(f"{url}/team/klwatch/klwatch/live?") for u in polls)
+    assert any(u == f"{url}/team/klwatch/klwatch/static/uPlot.iife.min.js" for u in requested)
+
+
+def test_the_compare_page_follows_each_run_on_its_own_steps(
+    live_writer: LiveWriter, page: Any
+) -> None:
+    """Two runs on one live chart: the 10 Hz run and one logging every 3rd step; both drawn
+    (aligned by step), both in the legend with their health, and the live run's NaN makes
+    the page rerun so its health reads "critical"."""
+    root = live_writer.run_dir.parent
+    with RunWriter(root / "sparse", name="sparse") as writer:
+        for step in range(0, 300, 3):
+            writer.log(step, kl_mean=0.03, kl_max=0.1, beta=0.1, reward_mean=0.4)
+    with streamlit_server(root) as url:
+        page.goto(f"{url}/?run=runs/live&run=runs/sparse")
+        card = page.locator('.kw-card[data-chart="compare"]')
+        expect(card.locator("canvas").first).to_be_visible(timeout=60_000)
+        expect(page.locator(LIVE_STATUS)).to_contain_text("2 runs", timeout=30_000)
+        expect(card.locator(".u-legend")).to_contain_text("runs/live · no warnings")
+        expect(card.locator(".u-legend")).to_contain_text("runs/sparse · no warnings")
+        # Both runs' values are on the chart, the sparse one spanned between its steps.
+        columns = live(
+            page, "p.panels[0].plot.data.slice(1).map(c => c.filter(v => v != null).length)"
+        )
+        assert columns[0] >= 300 and 90 <= columns[1] <= 110, columns
+        live_writer.inject_nan()
+        table = page.locator('[data-testid="stDataFrame"]')
+        expect(table).to_contain_text("critical", timeout=15_000)
+        expect(card.locator(".u-legend")).to_contain_text("runs/live · critical")

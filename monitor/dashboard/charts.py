@@ -531,7 +531,12 @@ class CompareSeries:
 
     @property
     def name(self) -> str:
-        return f"{self.label} · {self.health}" if self.health else self.label
+        return compare_name(self.label, self.health)
+
+
+def compare_name(label: str, health: str) -> str:
+    """A run's name on a compare chart: which run, and its health in a word."""
+    return f"{label} · {health}" if health else label
 
 
 def compare_figure(

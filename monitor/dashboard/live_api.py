@@ -219,8 +219,9 @@ def _cached_rows(
         view = store.view(run_id)
         return b"null" if view is None else rows_payload(view, keys, smoothing)
 
-    # Every viewer of one run version with one set of options shares one build.
-    return _payloads.get((run_id, version, keys, smoothing), build)
+    # Every viewer of one run version with one set of options shares one build (per store:
+    # two root sets may hold different runs under one id).
+    return _payloads.get((id(store), run_id, version, keys, smoothing), build)
 
 
 @dataclass(frozen=True)
@@ -376,28 +377,57 @@ def component_data(
     session_id: str,
     paused: bool,
 ) -> dict[str, Any]:
-    """What one Streamlit run hands the live charts: the layout (live_spec), where and how
-    often to poll, the session's token and the page key it was drawn with."""
+    """What one Streamlit run hands the live charts of a run page: the layout (live_spec),
+    where and how often to poll, the session's token and the page key it was drawn with."""
     spec = live_spec.run_spec(view, options, extra)
+    token = grant(store, session_id)
+    source = _source(store, view.run_id, token, spec["series"], options.smoothing)
+    return _data(spec, [source], paused=paused, file_stem=view.path.name)
+
+
+def compare_data(
+    store: RunStore,
+    shown: Sequence[RunView],
+    metric: str,
+    options: charts.ChartOptions,
+    *,
+    session_id: str,
+    paused: bool,
+) -> dict[str, Any]:
+    """The same for the compare page: one chart, each run's `metric` on its own steps (the
+    page asks each run for its rows)."""
+    spec = live_spec.compare_spec(shown, metric, options)
+    token = grant(store, session_id)
+    sources = [_source(store, v.run_id, token, [metric], options.smoothing) for v in shown]
+    return _data(spec, sources, paused=paused, file_stem="compare")
+
+
+def _source(
+    store: RunStore, run_id: str, token: str, series: Sequence[str], smoothing: float
+) -> dict[str, Any]:
+    """One run the page polls: its query, and the page key and version it was drawn with."""
     query = urllib.parse.urlencode(
-        {
-            "token": grant(store, session_id),
-            "run": view.run_id,
-            "series": ",".join(spec["series"]),
-            "smooth": f"{options.smoothing:g}",
-        }
+        {"token": token, "run": run_id, "series": ",".join(series), "smooth": f"{smoothing:g}"}
     )
     return {
-        "run": view.run_id,
+        "run": run_id,
+        "query": query,
+        "page_key": page_key(store, [run_id]),
+        "version": data_version(store, run_id),
+    }
+
+
+def _data(
+    spec: live_spec.Spec, sources: list[dict[str, Any]], *, paused: bool, file_stem: str
+) -> dict[str, Any]:
+    return {
         "spec": spec,
+        "sources": sources,
         "url": live_url(),
         "uplot": static_url("uPlot.iife.min.js"),
-        "query": query,
-        "page_key": page_key(store, [view.run_id]),
-        "version": data_version(store, view.run_id),
         "paused": paused,
         "live_ms": LIVE_POLL_MS,
         "idle_ms": IDLE_POLL_MS,
         "refresh_ms": SIDEBAR_REFRESH_MS,
-        "file_stem": view.path.name,
+        "file_stem": file_stem,
     }

@@ -55,7 +55,7 @@ def _alerts(alerts: Iterable[Alert], on_axis: Sequence[str]) -> list[dict[str, A
 
 
 def _panel(
-    series: list[dict[str, str]],
+    series: list[dict[str, Any]],
     *,
     y_label: str,
     log: bool,
@@ -171,4 +171,32 @@ def run_spec(view: RunView, options: charts.ChartOptions, extra: Sequence[str] =
         "beta_missing": None if has_beta else views.beta_missing(view.meaning),
         "smoothing": options.smoothing,
         "log_y": log,
+    }
+
+
+def compare_spec(shown: Sequence[RunView], metric: str, options: charts.ChartOptions) -> Spec:
+    """The compare page's chart: each run's `metric`, in a neutral colour (charts'
+    COMPARE_COLORS: no red or green) and named with its health ("runs/a · critical"), as
+    charts.compare_figure draws it. Series carry their run's index among the page's sources."""
+    series = [
+        {
+            "key": metric,
+            "source": i,
+            "label": charts.compare_name(v.run_id, views.health_badge(v)),
+            "color": charts.COMPARE_COLORS[i % len(charts.COMPARE_COLORS)],
+        }
+        for i, v in enumerate(shown)
+    ]
+    chart = {
+        "id": "compare",
+        "title": f"{metric} by run",
+        "width": "full",
+        "panels": [_panel(series, y_label=metric, log=options.log_y)],
+    }
+    return {
+        "charts": [chart],
+        "series": [metric],
+        "beta_missing": None,
+        "smoothing": options.smoothing,
+        "log_y": options.log_y,
     }

@@ -59,6 +59,11 @@ function formatAge(seconds) {
   return `${(seconds / 3600).toFixed(1)} h`;
 }
 
+function pageOf(sources) {
+  // The page key of a page showing these sources (one per run, as live_api.page_key).
+  return sources.map((src) => src.page_key).join("|");
+}
+
 function linearRange(min, max) {
   // 5 % of headroom; a flat series (β = 0 all run long) gets ±10 % (or ±1 at 0) around
   // its value, where uPlot's default would stretch 0 to 0…100.
@@ -98,8 +103,8 @@ class LivePage {
     this.root = root;
     this.setTriggerValue = setTriggerValue;
     this.panels = []; // {chart, panel, plot, holder, note}
-    this.rows = null; // the last rows the endpoint sent
-    this.version = "";
+    this.rows = []; // per source (a run): the last rows the endpoint sent
+    this.versions = []; // per source: the version of those rows
     this.lastDraw = 0;
     this.changedAt = Date.now(); // when the last new rows came
     this.draws = []; // [wall ms, last step drawn]
@@ -120,10 +125,9 @@ class LivePage {
 
   update(data, setTriggerValue) {
     this.setTriggerValue = setTriggerValue;
-    const layoutKey = JSON.stringify([data.spec, data.run]);
-    const first = this.data === undefined;
-    const sameRows =
-      !first && this.data.run === data.run && this.data.query === data.query;
+    const layoutKey = JSON.stringify([data.spec, data.sources.map((src) => src.run)]);
+    const queries = (d) => JSON.stringify(d.sources.map((src) => src.query));
+    const sameRows = this.data !== undefined && queries(this.data) === queries(data);
     this.data = data;
     if (layoutKey !== this.layoutKey) {
       this.layoutKey = layoutKey;
@@ -131,7 +135,7 @@ class LivePage {
     }
     // The rerun asked for has drawn the page with that key. (Never reset otherwise: were the
     // two keys ever to disagree for good, each new key would ask once, never in a loop.)
-    if (data.page_key === this.asked) this.asked = null;
+    if (pageOf(data.sources) === this.asked) this.asked = null;
     this.lastRefresh = Date.now();
     if (this.announce) this.announce.textContent = "";
     if (this.newsBox) {
@@ -154,8 +158,8 @@ class LivePage {
     for (const p of this.panels) p.plot && p.plot.destroy();
     this.panels = [];
     if (!keepRows) {
-      this.rows = null;
-      this.version = "";
+      this.rows = [];
+      this.versions = [];
       this.zoom = null;
     }
     const container = this.root.querySelector(".kw-live");
@@ -226,7 +230,7 @@ class LivePage {
     container.appendChild(this.tooltip);
     this.resize.disconnect();
     this.resize.observe(grid);
-    if (this.rows) this.draw();
+    if (this.rows.some(Boolean)) this.draw();
   }
 
   makePlot(entry) {
@@ -295,14 +299,34 @@ class LivePage {
   }
 
   plotData(panel) {
-    const rows = this.rows;
-    if (!rows) return [[], ...panel.series.map(() => [])];
-    const data = [rows.x];
+    // uPlot's columns: x, each series raw, then (smoothing on) each series smoothed.
+    const smoothing = this.data.spec.smoothing > 0;
     const pick = (values) =>
       panel.log ? values.map((v) => (v !== null && v > 0 ? v : null)) : values;
-    for (const s of panel.series) data.push(pick(rows.series[s.key] || []));
-    if (rows.smooth) for (const s of panel.series) data.push(pick(rows.smooth[s.key] || []));
-    return data;
+    const sources = panel.series.map((s) => s.source || 0);
+    if (sources.every((i) => i === sources[0])) {
+      const rows = this.rows[sources[0]];
+      const empty = panel.series.map(() => []);
+      if (!rows) return [[], ...empty, ...(smoothing ? empty : [])];
+      const data = [rows.x];
+      for (const s of panel.series) data.push(pick(rows.series[s.key] || []));
+      if (smoothing) for (const s of panel.series) data.push(pick((rows.smooth || {})[s.key] || []));
+      return data;
+    }
+    // Several runs on one chart (compare): each on its own steps, aligned by uPlot.join;
+    // a run's own gaps (NaN) stay gaps, a step another run lacks is spanned.
+    const width = smoothing ? 2 : 1;
+    const tables = panel.series.map((s) => {
+      const rows = this.rows[s.source];
+      if (!rows) return [[], [], ...(smoothing ? [[]] : [])];
+      const table = [rows.x, pick(rows.series[s.key] || [])];
+      if (smoothing) table.push(pick((rows.smooth || {})[s.key] || []));
+      return table;
+    });
+    const joined = window.uPlot.join(tables, tables.map(() => Array(width).fill(1)));
+    const raw = panel.series.map((_, j) => joined[1 + j * width]);
+    const smooth = smoothing ? panel.series.map((_, j) => joined[2 + j * width]) : [];
+    return [joined[0], ...raw, ...smooth];
   }
 
   drawUnder(u, panel) {
@@ -339,7 +363,7 @@ class LivePage {
         ctx.textAlign = "left";
       }
     }
-    const xs = this.rows ? this.rows.x : [];
+    const xs = u.data[0];
     const last = xs.length ? xs[xs.length - 1] : 0;
     const lanes = {};
     panel.lanes.forEach((lane, i) => (lanes[lane.rule] = i));
@@ -436,9 +460,9 @@ class LivePage {
 
   draw() {
     this.lastDraw = Date.now();
-    if (!window.uPlot || !this.rows) return;
+    if (!window.uPlot || !this.rows.some(Boolean)) return;
     // When each step reached the screen (benchmarks/bench_page_render.py reads it).
-    this.draws.push([this.lastDraw, this.rows.last_step]);
+    this.draws.push([this.lastDraw, this.rows[0] ? this.rows[0].last_step : null]);
     if (this.draws.length > 600) this.draws.splice(0, 300);
     for (const entry of this.panels) {
       if (!entry.plot) {
@@ -447,10 +471,17 @@ class LivePage {
         entry.plot.setData(this.plotData(entry.panel), true);
       }
       if (this.zoom) entry.plot.setScale("x", this.zoom);
-      entry.note.textContent = entry.panel.log
-        ? logNote(this.rows.nonpositive || {}, entry.panel.series.map((s) => s.key))
-        : "";
+      entry.note.textContent = entry.panel.log ? this.logNote(entry.panel) : "";
     }
+  }
+
+  logNote(panel) {
+    const counts = {};
+    for (const s of panel.series) {
+      const rows = this.rows[s.source || 0];
+      counts[s.label] = rows && rows.nonpositive ? rows.nonpositive[s.key] || 0 : 0;
+    }
+    return logNote(counts, panel.series.map((s) => s.label));
   }
 
   scheduleDraw() {
@@ -483,21 +514,18 @@ class LivePage {
     let next = data.idle_ms;
     try {
       await loadUPlot(data.uplot);
-      const have = encodeURIComponent(this.version);
-      const url = `${data.url}?${data.query}&page=${data.page_key}&have=${have}`;
-      const response = await fetch(url, { credentials: "same-origin", cache: "no-store" });
-      if (response.status === 401) {
-        this.statusText.textContent = "session ended: reload the page to keep following this run";
+      const answers = await Promise.all(data.sources.map((src, i) => this.ask(data, src, i)));
+      if (answers.includes(null)) {
+        this.statusText.textContent = "session ended: reload the page to keep following it";
         return;
       }
-      if (!response.ok) throw new Error(`${response.status} ${await response.text()}`);
-      const answer = await response.json();
       if (this.data !== data || this.destroyed) return; // a rerun replaced the spec meanwhile
-      this.onAnswer(answer);
+      this.onAnswers(answers);
       // A running run that wrote nothing for a while is asked less often (a long step):
       // its next row still reaches the screen within a second of the poll that sees it.
       const quiet = Date.now() - this.changedAt > QUIET_AFTER_MS;
-      next = !answer.live ? data.idle_ms : quiet ? QUIET_POLL_MS : data.live_ms;
+      const live = answers.some((a) => a.live);
+      next = !live ? data.idle_ms : quiet ? QUIET_POLL_MS : data.live_ms;
     } catch (error) {
       this.statusText.textContent = `cannot reach the dashboard server (${error.message}); retrying`;
     }
@@ -508,33 +536,63 @@ class LivePage {
     if (!this.destroyed && this.data === data) this.pollTimer = setTimeout(() => this.poll(), next);
   }
 
-  onAnswer(answer) {
-    if (!answer.loaded) {
-      this.statusText.textContent = "loading this run …";
+  async ask(data, src, i) {
+    // One source's answer; null when the session's token is gone (401).
+    const have = encodeURIComponent(this.versions[i] || "");
+    const url = `${data.url}?${src.query}&page=${src.page_key}&have=${have}`;
+    const response = await fetch(url, { credentials: "same-origin", cache: "no-store" });
+    if (response.status === 401) return null;
+    if (!response.ok) throw new Error(`${response.status} ${await response.text()}`);
+    return response.json();
+  }
+
+  onAnswers(answers) {
+    const sources = this.data.sources;
+    if (!answers.some((a) => a.loaded)) {
+      this.statusText.textContent = "loading …";
       return;
     }
-    if (answer.data) {
-      this.rows = answer.data;
-      this.version = answer.version;
+    let fresh = false;
+    answers.forEach((answer, i) => {
+      if (answer.data) {
+        this.rows[i] = answer.data;
+        this.versions[i] = answer.version;
+        fresh = true;
+      }
+    });
+    if (fresh) {
       this.changedAt = Date.now();
       if (!this.panels.some((p) => p.plot)) this.draw();
       else this.scheduleDraw();
     }
-    const live = answer.live ? "● live" : "■ not running";
-    const step = this.rows && this.rows.last_step !== null ? ` · step ${this.rows.last_step.toLocaleString("en-US")}` : "";
-    const said = `${live}${step} · updated ${formatAge(answer.age)} ago`;
+    const live = answers.some((a) => a.live) ? "● live" : "■ not running";
+    const ages = answers.map((a) => a.age).filter((a) => a !== null && a !== undefined);
+    const age = ages.length ? Math.min(...ages) : null;
+    const first = this.rows[0];
+    const what =
+      sources.length > 1
+        ? ` · ${sources.length} runs`
+        : first && first.last_step !== null
+          ? ` · step ${first.last_step.toLocaleString("en-US")}`
+          : "";
+    const said = `${live}${what} · updated ${formatAge(age)} ago`;
     if (this.statusText.textContent !== said) this.statusText.textContent = said;
-    const stale = answer.page !== this.data.page_key;
-    if (answer.news && answer.news.length) this.showNews(answer.news);
+    const news = answers.flatMap((a, i) =>
+      (a.news || []).map((n) => ({ ...n, line: sources.length > 1 ? `${sources[i].run}: ${n.line}` : n.line }))
+    );
+    if (news.length) this.showNews(news);
+    const page = pageOf(answers.map((a) => ({ page_key: a.page })));
+    const stale = page !== pageOf(sources);
     // New rows since the page was drawn, a while ago: refresh its header and sidebar.
     const refreshDue =
-      answer.version !== this.data.version && Date.now() - this.lastRefresh > this.data.refresh_ms;
-    if ((stale && this.asked !== answer.page) || (refreshDue && this.asked === null)) {
+      answers.some((a, i) => a.version !== sources[i].version) &&
+      Date.now() - this.lastRefresh > this.data.refresh_ms;
+    if ((stale && this.asked !== page) || (refreshDue && this.asked === null)) {
       // What a person must see at once changed (an alert, a status, the run list): the
       // page itself is redrawn by a Streamlit rerun; until it lands, say so.
-      this.asked = answer.page;
-      if (stale) this.announce.textContent = "The run's alerts or status changed: updating the page.";
-      this.setTriggerValue("page", answer.page);
+      this.asked = page;
+      if (stale) this.announce.textContent = "Alerts or a status changed: updating the page.";
+      this.setTriggerValue("page", page);
     }
   }
 
