@@ -4,7 +4,8 @@ The server's cost per extra viewer is small (bench_viewers.py); on a machine tha
 the browsers, the pages' own rendering is what runs out of CPU. This opens, one after the
 other, a page on a run finished an hour ago (the baseline, measured in the same run), on a
 running run that writes nothing meanwhile (a long step), on a live run with a step every
-5 s, and on a run written at 10 Hz, and prints for each the renderer main thread's busy time
+5 s, on a run written at 10 Hz, and on the compare page with that run beside a finished one,
+and prints for each the renderer main thread's busy time
 in % of one core (DevTools Performance TaskDuration over the window), split into script,
 layout and style, and the JavaScript self time by bundle (plotly, React, Streamlit's
 markdown, …) from a sampling profile. For the 10 Hz page it also times each step from its
@@ -47,6 +48,8 @@ PAGES = (
     ("finished run", "bench/run000"),
     ("live, a step every 5 s", "bench/slow"),
     ("live, 10 Hz", "bench/live"),
+    # The compare page: the 10 Hz run beside a finished one, on one live chart.
+    ("compare, 10 Hz + finished", "bench/live&run=bench/run000"),
 )
 # A drawn chart: the live path's canvas (uPlot) or the fallback's plotly chart.
 CHART = ".kw-live canvas, .js-plotly-plot"
@@ -176,11 +179,11 @@ def main() -> None:
             stop_slow.set()
             stop_idle.set()
     print(f"one page, {args.runs} runs in the sidebar, {args.seconds:g} s; % of one core")
-    print(f"{'page':22s} {'busy':>6s} {'script':>7s} {'layout':>7s} {'style':>6s}")
+    print(f"{'page':26s} {'busy':>6s} {'script':>7s} {'layout':>7s} {'style':>6s}")
     for label, r in results.items():
         b = r["busy"]
         print(
-            f"{label:22s} {b['TaskDuration']:5.1f}% {b['ScriptDuration']:6.0f}% "
+            f"{label:26s} {b['TaskDuration']:5.1f}% {b['ScriptDuration']:6.0f}% "
             f"{b['LayoutDuration']:6.0f}% {b['RecalcStyleDuration']:5.0f}%"
         )
     live, idle = results["live, 10 Hz"]["busy"], results["finished run"]["busy"]
