@@ -73,7 +73,7 @@ def get_figure_cache() -> RenderCache[charts.Figures]:
 
 @st.cache_resource(show_spinner=False)
 def live_charts_component() -> ComponentRenderer:
-    """The run page's live charts (monitor/dashboard/static/live_charts.js), registered once."""
+    """The live charts of the run and compare pages (static/live_charts.js), registered once."""
     code = live_api.component_code()
     # In the page's own DOM, not a shadow root: its text (the live status, an alert's news)
     # is page text like the rest; its classes (kw-*, uPlot's u-*) are its own.
@@ -627,7 +627,7 @@ def page() -> None:
         st.info("No runs found under " + views.escape_markdown(", ".join(config.roots)))
     top_left, top_right = st.columns([3, 1])
     top_right.toggle("Pause live updates", key="paused")
-    following = False  # the run page's live charts poll for themselves
+    following = False  # the live charts poll for themselves (run and compare pages)
     try:
         if len(shown) >= 2:
             following = compare_page(store, shown)
