@@ -91,6 +91,10 @@ def mount_live_charts(data: dict[str, object]) -> None:
     live_charts_component()(key="live_charts", data=data, on_page_change=lambda: None)
 
 
+def this_viewer() -> live_api.Viewer:
+    return live_api.Viewer(session_id(), paused=bool(st.session_state.get("paused")))
+
+
 def session_id() -> str:
     """This viewer's Streamlit session: the live endpoint's tokens belong to it."""
     from streamlit.runtime.scriptrunner import get_script_run_ctx
@@ -341,15 +345,7 @@ def live_run_charts(store: RunStore, view: RunView) -> None:
     extra = picked_series(view)
     if extras:
         st.multiselect("Other series", extras, key="series", placeholder="lengths, losses …")
-    data = live_api.component_data(
-        store,
-        view,
-        options,
-        extra,
-        session_id=session_id(),
-        paused=bool(st.session_state.get("paused")),
-    )
-    mount_live_charts(data)
+    mount_live_charts(live_api.component_data(store, view, options, extra, this_viewer()))
     not_logged = views.health_not_logged(view.health)
     if not_logged:
         st.caption(views.escape_markdown(not_logged))
@@ -497,15 +493,7 @@ def compare_page(store: RunStore, run_ids: list[str]) -> bool:
     options = chart_options()
     metric = st.session_state["metric"]
     if live_api.mounted():
-        data = live_api.compare_data(
-            store,
-            loaded,
-            metric,
-            options,
-            session_id=session_id(),
-            paused=bool(st.session_state.get("paused")),
-        )
-        mount_live_charts(data)
+        mount_live_charts(live_api.compare_data(store, loaded, metric, options, this_viewer()))
         st.dataframe(views.compare_frame(loaded), hide_index=True)
         return True
     series = [

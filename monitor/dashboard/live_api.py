@@ -368,21 +368,28 @@ def component_code() -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class Viewer:
+    """Who the live charts are drawn for: their Streamlit session (its token), and whether
+    they paused live updates."""
+
+    session_id: str
+    paused: bool = False
+
+
 def component_data(
     store: RunStore,
     view: RunView,
     options: charts.ChartOptions,
     extra: Sequence[str],
-    *,
-    session_id: str,
-    paused: bool,
+    viewer: Viewer,
 ) -> dict[str, Any]:
     """What one Streamlit run hands the live charts of a run page: the layout (live_spec),
     where and how often to poll, the session's token and the page key it was drawn with."""
     spec = live_spec.run_spec(view, options, extra)
-    token = grant(store, session_id)
+    token = grant(store, viewer.session_id)
     source = _source(store, view.run_id, token, spec["series"], options.smoothing)
-    return _data(spec, [source], paused=paused, file_stem=view.path.name)
+    return _data(spec, [source], paused=viewer.paused, file_stem=view.path.name)
 
 
 def compare_data(
@@ -390,16 +397,14 @@ def compare_data(
     shown: Sequence[RunView],
     metric: str,
     options: charts.ChartOptions,
-    *,
-    session_id: str,
-    paused: bool,
+    viewer: Viewer,
 ) -> dict[str, Any]:
     """The same for the compare page: one chart, each run's `metric` on its own steps (the
     page asks each run for its rows)."""
     spec = live_spec.compare_spec(shown, metric, options)
-    token = grant(store, session_id)
+    token = grant(store, viewer.session_id)
     sources = [_source(store, v.run_id, token, [metric], options.smoothing) for v in shown]
-    return _data(spec, sources, paused=paused, file_stem="compare")
+    return _data(spec, sources, paused=viewer.paused, file_stem="compare")
 
 
 def _source(
