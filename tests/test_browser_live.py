@@ -159,6 +159,11 @@ def test_the_live_charts_take_the_dark_theme(live_writer: LiveWriter, page: Any)
         expect(page.locator(KL_CHART).locator("canvas").first).to_be_visible(timeout=60_000)
         text = live(page, "p.theme().text")
         title = page.locator(f"{KL_CHART} .kw-title").evaluate("e => getComputedStyle(e).color")
+        # A theme switched while the page is open (no rerun): the canvases follow it.
+        live(page, "p.root.style.setProperty('--st-text-color', 'rgb(1, 2, 3)')")
+        page.wait_for_function(
+            f"() => ({LIVE_PAGE})().themeKey.includes('rgb(1, 2, 3)')", timeout=10_000
+        )
     for color in (text, title):
         assert sum(rgb(color)) > 3 * 180, color  # light text on the dark background
 

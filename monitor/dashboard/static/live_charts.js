@@ -16,6 +16,7 @@ const SPAN_ALPHA = 0.06;
 const LANE_ALPHA = 0.75;
 const RAW_ALPHA = 0.25; // the raw series behind a smoothed one
 const MARKER_PX = 7;
+const THEME_CHECK_MS = 2000;
 const QUIET_AFTER_MS = 5000; // no new rows for this long: a running run is asked …
 const QUIET_POLL_MS = 1000; // … once a second instead of twice
 
@@ -238,6 +239,7 @@ class LivePage {
     const uPlot = window.uPlot;
     const { panel, holder } = entry;
     const theme = this.theme();
+    this.themeKey = JSON.stringify(theme);
     const smoothing = this.data.spec.smoothing > 0;
     const height = entry.chart.panels.length > 1 ? MULTI_PANEL_HEIGHT : PANEL_HEIGHT;
     const series = [{ label: "step" }];
@@ -547,7 +549,16 @@ class LivePage {
     return response.json();
   }
 
+  followTheme() {
+    // Canvas colours are taken when a chart is built: after the viewer switches Streamlit's
+    // theme (its settings menu; no rerun), build the charts again. Checked every 2 s.
+    if (Date.now() - (this.themeCheckedAt || 0) < THEME_CHECK_MS) return;
+    this.themeCheckedAt = Date.now();
+    if (this.themeKey && JSON.stringify(this.theme()) !== this.themeKey) this.build(true);
+  }
+
   onAnswers(answers) {
+    this.followTheme();
     const sources = this.data.sources;
     if (!answers.some((a) => a.loaded)) {
       this.statusText.textContent = "loading …";
