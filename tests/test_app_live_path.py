@@ -49,7 +49,8 @@ def test_with_the_routes_the_run_page_mounts_the_live_charts(
     assert source["run"] == "runs/alpha" and data["url"] == "/team/klwatch/live"
     assert [c["id"] for c in data["spec"]["charts"]][:3] == ["kl", "beta", "reward"]
     assert source["page_key"] and source["version"] and not data["paused"]
-    assert "token=" in source["query"] and "run=runs%2Falpha" in source["query"]
+    assert "run=runs%2Falpha" in source["query"] and "token" not in source["query"]
+    assert data["token"] and data["token_header"] == live_api.TOKEN_HEADER
 
 
 def test_with_the_routes_the_compare_page_follows_every_run_live(
@@ -93,4 +94,4 @@ def test_the_page_hands_the_component_a_token_for_its_session_only(
     token, grant = grants[0]
     assert grant.session_id and grant.store.entry("runs/alpha") is not None
     assert live_api.live_url() == "/team/klwatch/live"
-    assert parse_qs(f"token={token}")["token"] == [token]
+    assert parse_qs(f"token={token}")["token"] == [token]  # URL-safe as it is

@@ -193,10 +193,11 @@ def test_behind_a_login_the_endpoint_serves_nothing(
         time.sleep(1)
         assert page.locator(".kw-live").count() == 0  # no live charts, so no token
         assert "live" not in page.locator('[data-testid="stMain"]').inner_text()
-        for query in ("run=runs/live", "token=guess&run=runs/live"):
+        for headers in ({}, {"X-Klwatch-Token": "guess"}):
+            request = urllib.request.Request(f"{url}/klwatch/live?run=runs/live", headers=headers)
             try:
-                urllib.request.urlopen(f"{url}/klwatch/live?{query}", timeout=5)
-                raise AssertionError(f"{query} answered without a session's token")
+                urllib.request.urlopen(request, timeout=5)
+                raise AssertionError(f"{headers} answered without a session's token")
             except urllib.error.HTTPError as e:
                 assert e.code in (400, 401)
                 assert "kl_mean" not in json.dumps(json.loads(e.read()))
@@ -245,3 +246,20 @@ def test_the_compare_page_follows_each_run_on_its_own_steps(
         table = page.locator('[data-testid="stDataFrame"]')
         expect(table).to_contain_text("critical", timeout=15_000)
         expect(card.locator(".u-legend")).to_contain_text("runs/live · critical")
+
+
+def test_a_run_that_leaves_the_roots_redraws_the_page(tmp_path: Path, page: Any) -> None:
+    """The endpoint answers 404 for a run no longer under the roots; the page asks for a
+    rerun, which redraws it without the run, rather than polling a run that is gone."""
+    import shutil
+
+    root = tmp_path / "runs"
+    with RunWriter(root / "doomed", name="doomed") as writer:
+        for step in range(50):
+            writer.log(step, kl_mean=0.05, kl_max=0.1, beta=0.1, reward_mean=0.5)
+    with streamlit_server(root) as url:
+        page.goto(f"{url}/?run=runs/doomed")
+        expect(page.locator(KL_CHART).locator("canvas").first).to_be_visible(timeout=60_000)
+        shutil.rmtree(root / "doomed")
+        expect(page.get_by_text("No runs found under").first).to_be_visible(timeout=30_000)
+        expect(page.locator(".kw-live")).to_have_count(0)  # no charts left polling a ghost

@@ -63,8 +63,10 @@ def session(store: RunStore, sid: str = "s1") -> str:
     return live_api.grant(store, sid)
 
 
-def get(client: TestClient, **params: str) -> tuple[int, dict]:
-    r = client.get("/klwatch/live", params=params)
+def get(client: TestClient, token: str | None = None, **params: str) -> tuple[int, dict]:
+    """A poll as the page makes it: the token in its header, never in the URL."""
+    headers = {live_api.TOKEN_HEADER: token} if token is not None else {}
+    r = client.get("/klwatch/live", params=params, headers=headers)
     return r.status_code, r.json()
 
 
@@ -74,33 +76,48 @@ def test_a_page_gets_rows_then_only_what_changed(client: TestClient, store: RunS
     assert code == 200, body
     assert body["loaded"] and body["live"] in (True, False) and body["status"]
     data = body["data"]
-    assert data["x"][:3] == [0.0, 1.0, 2.0] and len(data["x"]) == 200
+    assert data["x"][:3] == [0, 1, 2] and len(data["x"]) == 200
     assert set(data["series"]) == {"kl_mean", "kl_max", "beta"}
     # Nothing new: the answer carries no rows, only the version and the page key.
     code, again = get(client, token=token, run="root/a", series="kl_mean", have=body["version"])
     assert code == 200 and "data" not in again and again["page"] == body["page"]
 
 
-def test_tokens_are_checked_and_die_with_their_session(client: TestClient, store: RunStore) -> None:
+def test_tokens_are_checked_and_die_with_their_session(
+    client: TestClient, store: RunStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     code, body = get(client, run="root/a")
-    assert code == 400 and "token" in body["error"]
+    assert code == 400 and live_api.TOKEN_HEADER in body["error"]
     code, body = get(client, token="made-up", run="root/a")
     assert code == 401
     token = session(store, "s2")
     assert get(client, token=token, run="root/a")[0] == 200
+    assert client.get("/klwatch/live", params={"run": "root/a", "token": token}).status_code == 400
     assert live_api.grant(store, "s2") == token  # one token per session and store
-    ALIVE.discard("s2")  # the viewer closed the tab: the session ended
+    ALIVE.discard("s2")  # its websocket dropped (a laptop asleep) …
     assert get(client, token=token, run="root/a")[0] == 401
+    ALIVE.add("s2")  # … and reconnected: the same token works again
+    assert get(client, token=token, run="root/a")[0] == 200
     token = session(store, "s3")
     live_api.revoke("s3")  # the login gate refused this session
     assert get(client, token=token, run="root/a")[0] == 401
-    # Tokens of sessions that ended are dropped when the next one is granted.
+    # Tokens of sessions gone longer than the grace period go when the next one is granted.
     for sid in ("s4", "s5", "s6"):
         session(store, sid)
-    ALIVE.difference_update({"s4", "s5"})
+    ALIVE.difference_update({"s2", "s4", "s5"})
+    session(store, "s7")
+    with live_api._lock:
+        assert {"s4", "s5"} <= {g.session_id for g in live_api._grants.values()}  # in grace
+    monkeypatch.setattr(live_api, "GRACE_S", 0.0)
     session(store, "s7")
     with live_api._lock:
         assert {g.session_id for g in live_api._grants.values()} == {"s6", "s7"}
+
+
+def test_only_series_the_run_can_draw_are_built(client: TestClient, store: RunStore) -> None:
+    token = session(store)
+    code, body = get(client, token, run="root/a", series="kl_mean,made_up,reward_total")
+    assert code == 200 and set(body["data"]["series"]) == {"kl_mean", "reward_total"}
 
 
 def test_only_runs_under_the_dashboards_roots(client: TestClient, store: RunStore) -> None:

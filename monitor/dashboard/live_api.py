@@ -3,14 +3,16 @@
 Why: a Streamlit rerun re-renders the page's whole React tree and a changed plotly chart is
 rebuilt from scratch, which kept a viewer's browser 40–68 % busy following a 10 Hz run
 (docs/benchmarks.md, "The live page"). Here the page's live charts (static/live_charts.js)
-ask `GET <base>/klwatch/live?token=…&run=…&have=<version>` twice a second; the answer is a
-few bytes when nothing changed, and the downsampled series when the run did. A Streamlit
-rerun happens only when what a person must see at once changed — an alert, a status, the
-run list — which the answer's `page` key says.
+ask `GET <base>/klwatch/live?run=…&have=<version>` (the token in a header) twice a second;
+the answer is a few bytes when nothing changed, and the downsampled series when the run did.
+A Streamlit rerun happens only when what a person must see at once changed — an alert, a
+status, the run list — which the answer's `page` key says.
 
 Access: the endpoint serves only what the page that minted the token may show. A token is
 minted by a Streamlit session after the login gate (`grant`), names that session's run store
-(its allow-listed roots), dies with the session, and is revoked when the gate refuses it.
+(its allow-listed roots), travels in a header (never the URL), answers 401 while its session
+is away (a dropped websocket) and is dropped once the session is gone for GRACE_S, and is
+revoked when the gate refuses the session.
 
 Mounted by app.py through `st.App(routes=routes(…))` (`streamlit run app.py`, `make run` and
 `klwatch serve` all run it that way). Where the routes are not mounted — app.py run by
@@ -24,9 +26,10 @@ import hashlib
 import math
 import secrets
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,10 +61,17 @@ _mounted = False
 _base = ""  # the server's URL prefix ("" or "/team/klwatch"), set by routes()
 
 
-@dataclass(frozen=True)
+@dataclass
 class Grant:
     store: RunStore
     session_id: str
+    alive_at: float = field(default_factory=time.monotonic)  # when its session was last seen
+
+
+# A session whose websocket dropped (a laptop asleep, a proxy's idle timeout) is not active
+# until it reconnects: its token answers 401 meanwhile, and works again once it is back.
+# Only a session gone this long loses its token for good.
+GRACE_S = 600.0
 
 
 _grants: dict[str, Grant] = {}
@@ -78,11 +88,13 @@ session_alive: Callable[[str], bool] = _no_session
 
 def grant(store: RunStore, session_id: str) -> str:
     """The token a session's page uses to poll `store` (one per session and store)."""
+    now = time.monotonic()
     with _lock:
         for token, g in list(_grants.items()):
             if g.session_id == session_id and g.store is store:
+                g.alive_at = now
                 return token
-            if not session_alive(g.session_id):
+            if now - g.alive_at > GRACE_S and not session_alive(g.session_id):
                 del _grants[token]  # a closed tab's token: a long-lived server keeps none
         token = secrets.token_urlsafe(24)
         _grants[token] = Grant(store, session_id)
@@ -97,11 +109,13 @@ def revoke(session_id: str) -> None:
 
 
 def _lookup(token: str) -> Grant | None:
+    """The grant of a token whose session is active now (None: unknown, or its session is
+    away — disconnected for now, or gone)."""
     with _lock:
         found = _grants.get(token)
-        if found is not None and not session_alive(found.session_id):
-            del _grants[token]  # the session ended: its page is gone
+        if found is None or not session_alive(found.session_id):
             return None
+        found.alive_at = time.monotonic()
         return found
 
 
@@ -238,12 +252,15 @@ class BadQuery(ValueError):
     pass
 
 
-def parse_query(params: Any) -> LiveQuery:
+TOKEN_HEADER = "X-Klwatch-Token"  # a header, not the URL: proxies' access logs keep URLs
+
+
+def parse_query(params: Any, headers: Any) -> LiveQuery:
     """The request's parameters, checked: a clear 400 names the bad one."""
-    token = params.get("token") or ""
+    token = headers.get(TOKEN_HEADER) or ""
     run = params.get("run") or ""
     if not token:
-        raise BadQuery("token is missing")
+        raise BadQuery(f"the {TOKEN_HEADER} header is missing")
     if not run:
         raise BadQuery("run is missing")
     keys = tuple(k for k in (params.get("series") or "").split(",") if k)
@@ -255,6 +272,7 @@ def parse_query(params: Any) -> LiveQuery:
         raise BadQuery("smooth must be a number") from None
     if not (math.isfinite(smoothing) and 0.0 <= smoothing < 1.0):
         raise BadQuery("smooth must be in [0, 1)")
+    smoothing = round(smoothing, 2)  # the slider's steps: arbitrary values build nothing new
     return LiveQuery(
         token, run, params.get("have") or "", keys, smoothing, params.get("page") or ""
     )
@@ -283,12 +301,24 @@ def answer(store: RunStore, query: LiveQuery) -> bytes:
         # busy browser) the live charts say the run's active alerts themselves.
         head["news"] = news(store, query.run)
     if query.have != version:
-        rows = _cached_rows(store, query.run, version, query.keys, query.smoothing)
+        keys = charted_keys(store, query.run, query.keys)
+        rows = _cached_rows(store, query.run, version, keys, query.smoothing)
         head["data"] = orjson.Fragment(rows or b"null")
     return orjson.dumps(head)
 
 
 NEWS_LINES = 8  # as the banner: the Alerts tab has them all
+
+
+COMPUTED_KEYS = ("beta", "reward_total")  # drawn even when not logged (resolve_column)
+
+
+def charted_keys(store: RunStore, run_id: str, keys: Sequence[str]) -> tuple[str, ...]:
+    """The asked series the run can draw: its own, and those the charts compute. Others are
+    dropped, so a request cannot make the server build answers for made-up names."""
+    view = store.view(run_id)
+    names = set(view.data.columns) if view is not None else set()
+    return tuple(k for k in keys if k in names or k in COMPUTED_KEYS)
 
 
 def news(store: RunStore, run_id: str) -> list[dict[str, str]]:
@@ -307,7 +337,7 @@ def _live(request: Request) -> Response:
     from starlette.responses import JSONResponse, Response
 
     try:
-        query = parse_query(request.query_params)
+        query = parse_query(request.query_params, request.headers)
     except BadQuery as e:
         return JSONResponse({"error": str(e)}, status_code=400)
     found = _lookup(query.token)
@@ -387,9 +417,9 @@ def component_data(
     """What one Streamlit run hands the live charts of a run page: the layout (live_spec),
     where and how often to poll, the session's token and the page key it was drawn with."""
     spec = live_spec.run_spec(view, options, extra)
+    source = _source(store, view.run_id, spec["series"], options.smoothing)
     token = grant(store, viewer.session_id)
-    source = _source(store, view.run_id, token, spec["series"], options.smoothing)
-    return _data(spec, [source], paused=viewer.paused, file_stem=view.path.name)
+    return _data(spec, [source], token, paused=viewer.paused, file_stem=view.path.name)
 
 
 def compare_data(
@@ -402,17 +432,17 @@ def compare_data(
     """The same for the compare page: one chart, each run's `metric` on its own steps (the
     page asks each run for its rows)."""
     spec = live_spec.compare_spec(shown, metric, options)
+    sources = [_source(store, v.run_id, [metric], options.smoothing) for v in shown]
     token = grant(store, viewer.session_id)
-    sources = [_source(store, v.run_id, token, [metric], options.smoothing) for v in shown]
-    return _data(spec, sources, paused=viewer.paused, file_stem="compare")
+    return _data(spec, sources, token, paused=viewer.paused, file_stem="compare")
 
 
 def _source(
-    store: RunStore, run_id: str, token: str, series: Sequence[str], smoothing: float
+    store: RunStore, run_id: str, series: Sequence[str], smoothing: float
 ) -> dict[str, Any]:
     """One run the page polls: its query, and the page key and version it was drawn with."""
     query = urllib.parse.urlencode(
-        {"token": token, "run": run_id, "series": ",".join(series), "smooth": f"{smoothing:g}"}
+        {"run": run_id, "series": ",".join(series), "smooth": f"{smoothing:g}"}
     )
     return {
         "run": run_id,
@@ -423,11 +453,18 @@ def _source(
 
 
 def _data(
-    spec: live_spec.Spec, sources: list[dict[str, Any]], *, paused: bool, file_stem: str
+    spec: live_spec.Spec,
+    sources: list[dict[str, Any]],
+    token: str,
+    *,
+    paused: bool,
+    file_stem: str,
 ) -> dict[str, Any]:
     return {
         "spec": spec,
         "sources": sources,
+        "token": token,
+        "token_header": TOKEN_HEADER,
         "url": live_url(),
         "uplot": static_url("uPlot.iife.min.js"),
         "paused": paused,

@@ -17,6 +17,7 @@ const LANE_ALPHA = 0.75;
 const RAW_ALPHA = 0.25; // the raw series behind a smoothed one
 const MARKER_PX = 7;
 const THEME_CHECK_MS = 2000;
+const ASK_AGAIN_MS = 10000; // a rerun asked for and not landed with that key: ask again after
 const QUIET_AFTER_MS = 5000; // no new rows for this long: a running run is asked …
 const QUIET_POLL_MS = 1000; // … once a second instead of twice
 
@@ -112,7 +113,8 @@ class LivePage {
     this.draws = []; // [wall ms, last step drawn]
     this.drawTimer = null;
     this.pollTimer = null;
-    this.asked = null; // the page key a rerun was asked for
+    this.asked = null; // the page key a rerun was asked for …
+    this.askedAt = 0; // … and when
     this.lastRefresh = Date.now();
     this.zoom = null; // {min, max} of x while the user has zoomed
     this.head = null;
@@ -512,18 +514,25 @@ class LivePage {
 
   async poll() {
     this.stopPolling();
+    if (!this.root.isConnected) this.destroy(); // unmounted: nothing left to follow
     if (this.destroyed || document.visibilityState === "hidden") return;
     const data = this.data;
     let next = data.idle_ms;
     try {
       await loadUPlot(data.uplot);
       const answers = await Promise.all(data.sources.map((src, i) => this.ask(data, src, i)));
-      if (answers.includes(null)) {
-        this.statusText.textContent = "session ended: reload the page to keep following it";
-        return;
-      }
       if (this.data !== data || this.destroyed) return; // a rerun replaced the spec meanwhile
-      this.onAnswers(answers);
+      const lost = answers.filter((a) => a.away || a.gone);
+      if (lost.length) {
+        // The session is away (its websocket dropped: a laptop asleep, a proxy timeout) or
+        // a run left the roots: a rerun draws the page again, with a fresh token.
+        this.statusText.textContent = lost.some((a) => a.away)
+          ? "reconnecting to the dashboard server …"
+          : "a run is no longer under the dashboard's roots: updating the page";
+        this.askRerun(lost.some((a) => a.away) ? "away" : "gone");
+      } else {
+        this.onAnswers(answers);
+      }
       // A running run that wrote nothing for a while is asked less often (a long step):
       // its next row still reaches the screen within a second of the poll that sees it.
       const quiet = Date.now() - this.changedAt > QUIET_AFTER_MS;
@@ -540,13 +549,28 @@ class LivePage {
   }
 
   async ask(data, src, i) {
-    // One source's answer; null when the session's token is gone (401).
+    // One source's answer; {away} when the session's token is not valid now (401), {gone}
+    // when the run is no longer under the roots (404).
     const have = encodeURIComponent(this.versions[i] || "");
     const url = `${data.url}?${src.query}&page=${src.page_key}&have=${have}`;
-    const response = await fetch(url, { credentials: "same-origin", cache: "no-store" });
-    if (response.status === 401) return null;
+    const response = await fetch(url, {
+      credentials: "same-origin",
+      cache: "no-store",
+      headers: { [data.token_header]: data.token },
+    });
+    if (response.status === 401) return { away: true };
+    if (response.status === 404) return { gone: true };
     if (!response.ok) throw new Error(`${response.status} ${await response.text()}`);
     return response.json();
+  }
+
+  askRerun(key, force = false) {
+    // At most once per key, and again only after ASK_AGAIN_MS (were the page's key and the
+    // endpoint's ever to disagree for good, that is one rerun per 10 s, never a loop).
+    if (!force && this.asked === key && Date.now() - this.askedAt < ASK_AGAIN_MS) return;
+    this.asked = key;
+    this.askedAt = Date.now();
+    this.setTriggerValue("page", key);
   }
 
   followTheme() {
@@ -599,12 +623,13 @@ class LivePage {
     const refreshDue =
       answers.some((a, i) => a.version !== sources[i].version) &&
       Date.now() - this.lastRefresh > this.data.refresh_ms;
-    if ((stale && this.asked !== page) || (refreshDue && this.asked === null)) {
+    if (stale) {
       // What a person must see at once changed (an alert, a status, the run list): the
       // page itself is redrawn by a Streamlit rerun; until it lands, say so.
-      this.asked = page;
-      if (stale) this.announce.textContent = "Alerts or a status changed: updating the page.";
-      this.setTriggerValue("page", page);
+      if (this.asked !== page) this.announce.textContent = "Alerts or a status changed: updating the page.";
+      this.askRerun(page);
+    } else if (refreshDue && Date.now() - this.askedAt > ASK_AGAIN_MS) {
+      this.askRerun(page, true);
     }
   }
 
@@ -672,7 +697,10 @@ export default function (component) {
   }
   page.update(data, setTriggerValue);
   return () => {
-    // Streamlit calls this when the element goes; a re-render right after takes it back.
-    page.pendingDestroy = setTimeout(() => page.destroy(), 0);
+    // Streamlit calls this when the element goes — and, racing a re-render, sometimes for a
+    // render already replaced: only an element out of the page is gone for good.
+    page.pendingDestroy = setTimeout(() => {
+      if (!parentElement.isConnected) page.destroy();
+    }, 0);
   };
 }
