@@ -28,7 +28,8 @@ from monitor.sources.mlflow_files import (
     read_meta,
 )
 from monitor.sources.mlflow_rows import FORMAT, LABEL, MlflowSource
-from monitor.sources.mlflow_sqlite import DB_SUFFIX, DatabaseBusy, MlflowDbSource, run_ids
+from monitor.sources.mlflow_sqlite import DB_SUFFIX, MlflowDbSource, run_ids
+from monitor.sources.sqlite_files import DatabaseBusy
 
 __all__ = [
     "FORMAT",

@@ -64,7 +64,13 @@ from monitor.sources.mlflow_rows import (
     _stat_pair,
 )
 from monitor.sources.parse import MAX_STEP
-from monitor.sources.sqlite_files import FILE_LOCK, has_sqlite_magic, read_head
+from monitor.sources.sqlite_files import (
+    FILE_LOCK,
+    common_os_error,
+    has_sqlite_magic,
+    read_head,
+    sqlite_code,
+)
 from monitor.text import utf8_text
 
 DB_SUFFIX = ".db"
@@ -91,8 +97,6 @@ _DB_TABLES = {
 }
 _ROWID_NAMES = frozenset({"rowid", "_rowid_", "oid"})  # a column named so would shadow it
 _RUN_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")  # MLflow's are 32 hex digits
-_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
-_CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
 _RUNS = """
 SELECT r.run_uuid, r.name FROM runs AS r
@@ -113,13 +117,6 @@ _RECENT = "SELECT step, timestamp FROM metrics WHERE run_uuid = ? ORDER BY rowid
 _RUN_INFO = "SELECT r.name, r.status, r.start_time FROM runs AS r WHERE r.run_uuid = ?"
 _PARAMS = "SELECT key, value FROM params WHERE run_uuid = ? LIMIT ?"
 _NAME_TAG = "SELECT value FROM tags WHERE run_uuid = ? AND key = ? LIMIT 1"
-
-
-class DatabaseBusy(OSError):
-    """The writer holds the database's lock right now: the next poll reads on."""
-
-    def __init__(self, path: Path, detail: str = "database busy: will retry") -> None:
-        super().__init__(errno.EBUSY, detail, str(path))
 
 
 # -- discovery -------------------------------------------------------------------------------
@@ -282,17 +279,12 @@ def _lenient_text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
-def _code(error: sqlite3.Error) -> int | None:
-    return getattr(error, "sqlite_errorcode", None)
-
-
 def _os_error(error: sqlite3.Error, path: Path) -> OSError:
     """An sqlite3 error as the OSError a Run reports (naming the file)."""
-    code = _code(error)
-    if code is not None and code & 0xFF in _BUSY_CODES:
-        return DatabaseBusy(path)
-    if code is not None and code & 0xFF in _CORRUPT_CODES:
-        return OSError(errno.EIO, f"not a readable SQLite database ({error})", str(path))
+    common = common_os_error(error, path)
+    if common is not None:
+        return common
+    code = sqlite_code(error)
     if code is not None and code & 0xFF == sqlite3.SQLITE_READONLY:
         # e.g. a hot journal left by a writer that died mid-commit: only a writer (MLflow,
         # on its next start) may roll it back

@@ -11,6 +11,8 @@ are safe: it keeps one descriptor per file per process and defers closes.)
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -28,6 +30,34 @@ def read_head(path: Path, size: int) -> bytes | None:
             return f.read(size)
     except OSError:
         return None
+
+
+BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+class DatabaseBusy(OSError):
+    """The writer holds a lock (or the file changed under an unlocked read): the next poll
+    reads on."""
+
+    def __init__(self, path: Path, detail: str = "database busy: will retry") -> None:
+        super().__init__(errno.EBUSY, detail, str(path))
+
+
+def sqlite_code(error: sqlite3.Error) -> int | None:
+    """The SQLite (extended) result code of an error, when Python gives it."""
+    return getattr(error, "sqlite_errorcode", None)
+
+
+def common_os_error(error: sqlite3.Error, path: Path) -> OSError | None:
+    """What any SQLite reader reports for a lock held (DatabaseBusy: retry) or a damaged
+    file; None for the errors each format words itself (trackio, MLflow)."""
+    code = sqlite_code(error)
+    if code is not None and code & 0xFF in BUSY_CODES:
+        return DatabaseBusy(path)
+    if code is not None and code & 0xFF in CORRUPT_CODES:
+        return OSError(errno.EIO, f"not a readable SQLite database ({error})", str(path))
+    return None
 
 
 def has_sqlite_magic(path: Path) -> bool:

@@ -62,7 +62,13 @@ from monitor.sources.parse import (
     read_json_table,
 )
 from monitor.sources.rows import RowMerger, as_step, merge_equal_steps, numbers
-from monitor.sources.sqlite_files import FILE_LOCK, has_sqlite_magic
+from monitor.sources.sqlite_files import (
+    FILE_LOCK,
+    DatabaseBusy,
+    common_os_error,
+    has_sqlite_magic,
+    sqlite_code,
+)
 
 FORMAT = "trackio"
 DB_SUFFIX = ".db"
@@ -81,8 +87,6 @@ GLOBAL_STEP_KEY = "train/global_step"  # transformers' TrackioCallback
 TIME_COLUMN = "time"
 _METRICS_COLUMNS = frozenset({"id", "timestamp", "run_name", "step", "metrics"})
 _CONFIGS_COLUMNS = frozenset({"run_name", "config"})
-_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
-_CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 _SQLITE_READONLY_DIRECTORY = 1544  # (SQLITE_READONLY | 6<<8): cannot create -wal/-shm
 
 # New rows of one run, in order. `+run_name`: keep the planner on the rowid range even if
@@ -92,13 +96,6 @@ _NEW_ROWS = (
     " WHERE id > ? AND id <= ? AND +run_name = ? ORDER BY id LIMIT ?"
 )
 _CONFIG = "SELECT config FROM configs WHERE run_name = ? ORDER BY id DESC LIMIT 1"
-
-
-class DatabaseBusy(OSError):
-    """The writer holds a lock (or the file changed under an unlocked read): retry later."""
-
-    def __init__(self, path: Path, detail: str = "database busy: will retry") -> None:
-        super().__init__(errno.EBUSY, detail, str(path))
 
 
 # -- discovery -------------------------------------------------------------------------------
@@ -240,7 +237,7 @@ def _connect(path: Path) -> tuple[sqlite3.Connection, bool]:
         # A WAL database in a directory we may not write to (a read-only share): without
         # a -wal file no writer is live, so reading the file as it stands is safe enough,
         # and the caller checks that the file did not change while it read.
-        if _code(e) == _SQLITE_READONLY_DIRECTORY and not os.path.exists(f"{path}-wal"):
+        if sqlite_code(e) == _SQLITE_READONLY_DIRECTORY and not os.path.exists(f"{path}-wal"):
             conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, check_same_thread=False)
             return conn, True
         raise _os_error(e, path) from e
@@ -275,17 +272,12 @@ def _is_being_created(path: Path, error: sqlite3.Error) -> bool:
         return False
 
 
-def _code(error: sqlite3.Error) -> int | None:
-    return getattr(error, "sqlite_errorcode", None)
-
-
 def _os_error(error: sqlite3.Error, path: Path) -> OSError:
     """An sqlite3 error as the OSError a Run reports (naming the file)."""
-    code = _code(error)
-    if code is not None and code & 0xFF in _BUSY_CODES:
-        return DatabaseBusy(path)
-    if code is not None and code & 0xFF in _CORRUPT_CODES:
-        return OSError(errno.EIO, f"not a readable SQLite database ({error})", str(path))
+    common = common_os_error(error, path)
+    if common is not None:
+        return common
+    code = sqlite_code(error)
     if code == _SQLITE_READONLY_DIRECTORY:
         why = "a WAL database being written, in a directory this reader cannot write to"
         return OSError(errno.EACCES, f"cannot read {why} (SQLite needs its -shm file)", str(path))
