@@ -429,30 +429,13 @@ class MlflowDirSource(MlflowSource):
         """Every metric file of the run by key ("a/b" for metrics/a/b): regular files only,
         no links followed, at most MAX_METRIC_FILES, MAX_KEY_DEPTH folders deep."""
         found: dict[str, Path] = {}
-        stack: list[tuple[Path, str, int]] = [(self.path / METRICS_DIR, "", 0)]
-        while stack:
-            directory, prefix, depth = stack.pop()
-            try:
-                with os.scandir(directory) as it:
-                    entries = sorted(it, key=lambda e: e.name)
-            except OSError:
-                continue
-            for entry in entries:
-                key = prefix + entry.name
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        if depth < MAX_KEY_DEPTH:
-                            stack.append((Path(entry.path), key + "/", depth + 1))
-                        continue
-                    regular = entry.is_file(follow_symlinks=False)
-                except OSError:
-                    continue
-                if not regular:
-                    self._refuse(out, key, "not a regular file (a link?): not read")
-                elif len(found) >= MAX_METRIC_FILES:
-                    self._refuse(out, key, f"more than {MAX_METRIC_FILES} metric files: not read")
-                else:
-                    found[key] = Path(entry.path)
+        for key, path, regular in _files_below(self.path / METRICS_DIR):
+            if not regular:
+                self._refuse(out, key, "not a regular file (a link?): not read")
+            elif len(found) >= MAX_METRIC_FILES:
+                self._refuse(out, key, f"more than {MAX_METRIC_FILES} metric files: not read")
+            else:
+                found[key] = path
         return found
 
     def _refuse(self, out: SourceRead | None, key: str, reason: str) -> None:
@@ -533,22 +516,12 @@ class MlflowDirSource(MlflowSource):
 
     def _params(self) -> dict[str, Any]:
         pairs: list[tuple[object, object]] = []
-        stack: list[tuple[Path, str, int]] = [(self.path / PARAMS_DIR, "", 0)]
-        while stack and len(pairs) < MAX_PARAMS:
-            directory, prefix, depth = stack.pop()
-            try:
-                with os.scandir(directory) as it:
-                    entries = sorted(it, key=lambda e: e.name)
-            except OSError:
-                continue
-            for entry in entries:
-                with contextlib.suppress(OSError):
-                    if entry.is_dir(follow_symlinks=False) and depth < MAX_KEY_DEPTH:
-                        stack.append((Path(entry.path), f"{prefix}{entry.name}/", depth + 1))
-                    elif entry.is_file(follow_symlinks=False) and len(pairs) < MAX_PARAMS:
-                        value = _read_small(Path(entry.path), self.path)
-                        if value is not None:
-                            pairs.append((prefix + entry.name, value))
+        for key, path, regular in _files_below(self.path / PARAMS_DIR):
+            if len(pairs) >= MAX_PARAMS:
+                break
+            value = _read_small(path, self.path) if regular else None
+            if value is not None:
+                pairs.append((key, value))
         return _config(pairs)
 
     def last_write_time(self) -> float | None:
@@ -624,3 +597,28 @@ def _read_small(path: Path, run_dir: Path) -> str | None:
     if len(data) > PARAM_MAX_BYTES:
         return None
     return data.decode("utf-8", "replace")
+
+
+def _files_below(root: Path) -> Iterator[tuple[str, Path, bool]]:
+    """(key, path, regular) of every non-folder entry under `root`, keys "a/b" for root/a/b,
+    in name order, at most MAX_KEY_DEPTH folders deep, no link followed (a link is yielded,
+    not regular). Metric and param folders are walked alike."""
+    stack: list[tuple[Path, str, int]] = [(root, "", 0)]
+    while stack:
+        directory, prefix, depth = stack.pop()
+        try:
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            key = prefix + entry.name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if depth < MAX_KEY_DEPTH:
+                        stack.append((Path(entry.path), key + "/", depth + 1))
+                    continue
+                regular = entry.is_file(follow_symlinks=False)
+            except OSError:
+                continue
+            yield key, Path(entry.path), regular
