@@ -34,7 +34,7 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 from benchmarks._common import write_run  # noqa: E402
 from monitor import RunWriter  # noqa: E402
 from monitor.run import STALL_MIN_SECONDS  # noqa: E402
-from tools.live_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server  # noqa: E402
+from tools.live_server import CHROMIUM, CHROMIUM_ARGS, LIVE_PAGE, streamlit_server  # noqa: E402
 
 HEALTHY = {"kl_mean": 0.05, "kl_max": 0.15, "beta": 0.1, "reward_mean": 0.5}
 SLOW_PERIOD_S = 5.0  # a big model's RLHF step
@@ -78,13 +78,7 @@ def live_writer(run_dir: Path, period_s: float = 0.1) -> tuple[threading.Event, 
 
 
 # When the live charts drew which step ([wall ms, last step], live_charts.js keeps them).
-DRAWS = """() => {
-  for (const host of document.querySelectorAll('*')) {
-    const page = host.__klwatchLive;
-    if (page) return page.draws;
-  }
-  return [];
-}"""
+DRAWS = f"() => (({LIVE_PAGE})() || {{draws: []}}).draws"
 
 
 def step_latencies(

@@ -4,8 +4,8 @@ tests/test_browser.py checks that the page follows a live TRL run (a real `GRPOT
 tools/tiny_trl.py, report_to tensorboard) and prints its latency once; this times it for the
 goal. The trainer runs in a subprocess; one headless chromium page is open on its run. For
 --seconds, each TensorBoard step first seen on disk by our own reader (polled every 50 ms) is
-matched with the first time the page's caption showed that step or a later one (a redraw
-shows the newest step; the steps in between are on screen with it).
+matched with the first time the page's live status line showed that step or a later one (a
+redraw shows the newest step; the steps in between are on screen with it).
 
 Goal: p50 ≤ 1 s.
 
@@ -30,7 +30,12 @@ sys.path.insert(0, str(ROOT))
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from monitor.sources import find_runs, open_source  # noqa: E402
-from tools.live_server import launch_chromium, streamlit_server  # noqa: E402
+from tools.live_server import (  # noqa: E402
+    LIVE_STATUS,
+    follow_steps,
+    launch_chromium,
+    streamlit_server,
+)
 
 GOAL_P50_S = 1.0
 
@@ -55,35 +60,20 @@ def measure(root: Path, seconds: float) -> list[float]:
             browser = launch_chromium(p)
             page = browser.new_context(viewport={"width": 1440, "height": 1100}).new_page()
             page.goto(f"{url}/?run={run_id}")
-            caption = page.get_by_text("steps · last step").first
-            caption.wait_for(timeout=60_000)
+            status = page.locator(LIVE_STATUS)
+            status.filter(has_text="step").wait_for(timeout=60_000)
             time.sleep(3)  # past the first draws
-            source = open_source(location)
-            on_disk: dict[int, float] = {}
-            on_screen: dict[int, float] = {}
-            last_disk: int | None = None
-            end = time.monotonic() + seconds
-            while time.monotonic() < end and trainer.poll() is None:
-                for block in source.read().blocks:
-                    if block.n:
-                        last_disk = int(block.steps[-1])
-                if last_disk is not None:
-                    on_disk.setdefault(last_disk, time.monotonic())
-                text = caption.inner_text()
-                shown = int(text.rsplit("last step", 1)[1].split()[0].replace(",", ""))
-                on_screen.setdefault(shown, time.monotonic())
-                time.sleep(0.05)
+            latencies = follow_steps(
+                open_source(location),
+                status.inner_text,
+                seconds,
+                running=lambda: trainer.poll() is None,
+            )
             browser.close()
     finally:
         trainer.terminate()
         trainer.wait(timeout=30)
-    shown_at = sorted((t, s) for s, t in on_screen.items())
-    return sorted(
-        next(t for t, step_shown in shown_at if step_shown >= step and t >= written) - written
-        for step, written in on_disk.items()
-        if step > min(on_disk)
-        and any(step_shown >= step and t >= written for t, step_shown in shown_at)
-    )
+    return latencies
 
 
 def main() -> None:

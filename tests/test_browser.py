@@ -26,6 +26,7 @@ import pytest
 
 from monitor import RunWriter
 from tests.conftest import write_steps
+from tools.live_server import LIVE_STATUS, follow_steps
 from tools.plain_logger import PlainLogger
 
 pytestmark = pytest.mark.browser
@@ -45,9 +46,8 @@ SERVER_START_TIMEOUT_S = 60.0
 ALERT_TIMEOUT_S = 30.0
 STEP_INTERVAL_S = 0.1
 # The run page's live charts (monitor/dashboard/static/live_charts.js): the KL chart's card
-# and the live status line ("● live · step 1,234 · updated 0.1 s ago").
+# (and LIVE_STATUS, their status line, from tools/live_server.py).
 KL_CHART = '.kw-card[data-chart="kl"]'
-LIVE_STATUS = ".kw-status-text"
 
 from playwright import sync_api  # noqa: E402
 
@@ -319,33 +319,14 @@ def test_live_trl_run_appears_and_grows_on_the_page(tmp_path: Path, page: object
             sync_api.expect(caption).to_contain_text("step", timeout=60_000)
             chart = page.locator(KL_CHART)  # type: ignore[attr-defined]
             sync_api.expect(chart).to_contain_text("mean per token, k3", timeout=10_000)
-            source = open_source(location)
-            on_disk: dict[int, float] = {}
-            on_screen: dict[int, float] = {}
-            last_disk: int | None = None
-            end = time.monotonic() + 20
-            while time.monotonic() < end and trainer.poll() is None:
-                for block in source.read().blocks:
-                    if block.n:
-                        last_disk = int(block.steps[-1])
-                if last_disk is not None:
-                    on_disk.setdefault(last_disk, time.monotonic())
-                text = caption.inner_text()
-                if " step " not in text:
-                    continue
-                shown = int(text.split(" step ", 1)[1].split()[0].replace(",", ""))
-                on_screen.setdefault(shown, time.monotonic())
-                time.sleep(0.05)
-            # Per step on disk: until the page first showed that step or a later one (a
-            # redraw shows the newest step; the steps in between are on screen with it).
-            shown = sorted((t, s) for s, t in on_screen.items())
-            latencies = sorted(
-                next(t for t, shown_step in shown if shown_step >= step and t >= written) - written
-                for step, written in on_disk.items()
-                if step > min(on_disk)
-                and any(shown_step >= step and t >= written for t, shown_step in shown)
+            # Per step on disk: until the page first showed that step or a later one.
+            latencies = follow_steps(
+                open_source(location),
+                caption.inner_text,
+                20,
+                running=lambda: trainer.poll() is None,
             )
-            assert len(latencies) >= 5, f"the page followed too few steps: {on_screen}"
+            assert len(latencies) >= 5, f"the page followed too few steps: {latencies}"
             p50 = latencies[len(latencies) // 2]
             p95 = latencies[int(len(latencies) * 0.95)]
             # Measured, not asserted: the goal (≤ 1 s) is timed by benchmarks/bench_trl_live.py.

@@ -24,7 +24,6 @@ from monitor import RunWriter
 from tests.test_browser import (  # the fixtures too: chromium, the writer, server, page
     ARTIFACTS,
     KL_CHART,
-    LIVE_STATUS,
     LiveWriter,
     chromium_present,
     live_writer,
@@ -32,20 +31,12 @@ from tests.test_browser import (  # the fixtures too: chromium, the writer, serv
     server,
     streamlit_server,
 )
+from tools.live_server import LIVE_PAGE, LIVE_STATUS
 
 __all__ = ["chromium_present", "live_writer", "page", "server"]  # fixtures, used by name
 
 pytestmark = pytest.mark.browser
 expect = sync_api.expect
-
-# The LivePage object of the page's live charts (on the component's element).
-LIVE_PAGE = """() => {
-  for (const host of document.querySelectorAll('*')) {
-    const page = host.__klwatchLive;
-    if (page) return page;
-  }
-  return null;
-}"""
 
 
 def live(page: Any, expression: str) -> Any:
