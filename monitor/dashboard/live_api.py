@@ -227,15 +227,13 @@ def rows_payload(
 
 
 def _cached_rows(
-    store: RunStore, run_id: str, version: str, keys: tuple[str, ...], smoothing: float
-) -> bytes | None:
-    def build() -> bytes:
-        view = store.view(run_id)
-        return b"null" if view is None else rows_payload(view, keys, smoothing)
-
+    store: RunStore, view: RunView, version: str, asked: Sequence[str], smoothing: float
+) -> bytes:
+    keys = charted_keys(view, asked)
     # Every viewer of one run version with one set of options shares one build (per store:
     # two root sets may hold different runs under one id).
-    return _payloads.get((id(store), run_id, version, keys, smoothing), build)
+    key = (id(store), view.run_id, version, keys, smoothing)
+    return _payloads.get(key, lambda: rows_payload(view, keys, smoothing))
 
 
 @dataclass(frozen=True)
@@ -301,9 +299,13 @@ def answer(store: RunStore, query: LiveQuery) -> bytes:
         # busy browser) the live charts say the run's active alerts themselves.
         head["news"] = news(store, query.run)
     if query.have != version:
-        keys = charted_keys(store, query.run, query.keys)
-        rows = _cached_rows(store, query.run, version, keys, query.smoothing)
-        head["data"] = orjson.Fragment(rows or b"null")
+        view = store.view(query.run)
+        rows = (
+            b"null"
+            if view is None
+            else _cached_rows(store, view, version, query.keys, query.smoothing)
+        )
+        head["data"] = orjson.Fragment(rows)
     return orjson.dumps(head)
 
 
@@ -313,12 +315,10 @@ NEWS_LINES = 8  # as the banner: the Alerts tab has them all
 COMPUTED_KEYS = ("beta", "reward_total")  # drawn even when not logged (resolve_column)
 
 
-def charted_keys(store: RunStore, run_id: str, keys: Sequence[str]) -> tuple[str, ...]:
+def charted_keys(view: RunView, keys: Sequence[str]) -> tuple[str, ...]:
     """The asked series the run can draw: its own, and those the charts compute. Others are
     dropped, so a request cannot make the server build answers for made-up names."""
-    view = store.view(run_id)
-    names = set(view.data.columns) if view is not None else set()
-    return tuple(k for k in keys if k in names or k in COMPUTED_KEYS)
+    return tuple(k for k in keys if k in view.data.columns or k in COMPUTED_KEYS)
 
 
 def news(store: RunStore, run_id: str) -> list[dict[str, str]]:
